@@ -1,0 +1,50 @@
+// postinstall: patches postgres.js 3.4.x for a known crash that has no release yet
+// (porsager/postgres#1154, #1208; the fix of PR #1209). When a connection dies with a
+// small write pending (e.g. a transaction's ROLLBACK), nextWrite() dereferences the
+// null socket from a setImmediate (an uncatchable TypeError), and closed() leaves the
+// pending chunk and timer behind, so that pool slot never connects again.
+// Idempotent; does nothing for other versions (remove it once a fixed release is out).
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+
+const MARK = '/* portcullis: closed-socket patch */'
+let root
+try {
+  // The package's exports hide package.json; its CommonJS entry is cjs/src/index.js.
+  root = join(dirname(createRequire(import.meta.url).resolve('postgres')), '..', '..')
+} catch {
+  process.exit(0) // not installed (e.g. a partial install): nothing to patch
+}
+const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))
+if (!/^3\.4\./.test(version)) {
+  console.log(`patch-postgres: postgres ${version} is not 3.4.x; leaving it alone`)
+  process.exit(0)
+}
+
+const replacements = [
+  [
+    '  function nextWrite(fn) {\n    const x = socket.write(chunk, fn)',
+    `  function nextWrite(fn) {\n    ${MARK}\n    if (!socket) {\n      chunk = nextWriteTimer = null\n      error(Errors.connection('CONNECTION_CLOSED', options))\n      return false\n    }\n    const x = socket.write(chunk, fn)`,
+  ],
+  [
+    '    clearImmediate(nextWriteTimer)\n    socket.removeListener(\'data\', data)',
+    '    clearImmediate(nextWriteTimer)\n    nextWriteTimer = chunk = null\n    socket.removeListener(\'data\', data)',
+  ],
+]
+
+for (const dir of ['src', 'cjs/src', 'cf/src']) {
+  const file = join(root, dir, 'connection.js')
+  if (!existsSync(file)) continue
+  let text = readFileSync(file, 'utf8')
+  if (text.includes(MARK)) continue
+  for (const [from, to] of replacements) {
+    if (!text.includes(from)) {
+      console.error(`patch-postgres: ${dir}/connection.js does not contain the expected code; not patched`)
+      process.exit(0)
+    }
+    text = text.replace(from, to)
+  }
+  writeFileSync(file, text)
+  console.log(`patch-postgres: patched postgres ${version} ${dir}/connection.js`)
+}

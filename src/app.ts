@@ -1,0 +1,162 @@
+// buildApp(config): plugins first, then feature modules. No listen(), no process.env.
+import Fastify, { type FastifyServerOptions } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { IncomingMessage } from 'node:http'
+import { availableParallelism } from 'node:os'
+import type { Config } from './config.js'
+import { AppError } from './errors.js'
+import { systemClock, type Clock } from './lib/clock.js'
+import { registerFormats } from './lib/formats.js'
+import { validatorCompiler } from './schemas/validator.js'
+import { newId } from './lib/ids.js'
+import { PasswordHasher } from './lib/password-hasher.js'
+import authenticate from './plugins/authenticate.js'
+import database from './plugins/db.js'
+import errors, { clientErrorBody, frameworkErrorHandler } from './plugins/errors.js'
+import events from './plugins/events.js'
+import openapi from './plugins/openapi.js'
+import revocation from './plugins/revocation.js'
+import tenancy from './plugins/tenancy.js'
+import rateLimit from './plugins/rate-limit.js'
+import metrics from './plugins/metrics.js'
+import httpSecurity from './plugins/http-security.js'
+import apiKeyRoutes from './modules/api-keys/routes.js'
+import auditRoutes from './modules/audit/routes.js'
+import { AuditLog } from './modules/audit/service.js'
+import organizationRoutes from './modules/organizations/routes.js'
+import tokens from './plugins/tokens.js'
+import authRoutes from './modules/auth/routes.js'
+import healthRoutes from './modules/health/routes.js'
+import keysRoutes from './modules/keys/routes.js'
+import sessionRoutes from './modules/sessions/routes.js'
+import { SessionService } from './modules/sessions/service.js'
+import { Lockout } from './modules/auth/lockout.js'
+import { ProfileCache } from './modules/auth/profile-cache.js'
+import { AuthService } from './modules/auth/service.js'
+import mfaRoutes from './modules/mfa/routes.js'
+import gatewayRoutes from './modules/gateway/routes.js'
+import { MfaService } from './modules/mfa/service.js'
+import type { DatabaseHandle } from './db/client.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+    clock: Clock
+    passwordHasher: PasswordHasher
+    sessions: SessionService
+    audit: AuditLog
+    mfa: MfaService
+    authService: AuthService
+  }
+}
+
+export interface BuildOptions {
+  clock?: Clock
+  /** Overrides the pino logger options (tests pass a stream to inspect logs). */
+  logger?: FastifyServerOptions['logger']
+  /** An already-open database to share (a second instance in tests); the caller closes it. */
+  database?: DatabaseHandle
+}
+
+// Never logged, wherever they appear.
+export const REDACTED_PATHS = [
+  'req.headers.authorization', 'req.headers["x-api-key"]', 'req.headers.cookie', 'res.headers["set-cookie"]',
+  '*.password', '*.new_password', '*.current_password', '*.refresh_token', '*.access_token', '*.code', '*.secret',
+  '*.token', '*.mfa_token', '*.api_key', '*.key',
+]
+
+const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+
+function requestId(req: IncomingMessage): string {
+  const given = req.headers['x-request-id']
+  return typeof given === 'string' && SANE_REQUEST_ID.test(given) ? given : newId('req')
+}
+
+export async function buildApp(config: Config, options: BuildOptions = {}) {
+  if (!config.secretKey) throw new Error('buildApp needs a resolved SECRET_KEY (see resolveSecretKey)')
+  registerFormats()
+
+  const app = Fastify({
+    logger: options.logger ?? { level: config.LOG_LEVEL, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+    genReqId: requestId,
+    bodyLimit: config.BODY_LIMIT,
+    trustProxy: config.TRUST_PROXY as boolean | string[], // a hop count is accepted too
+    // Requests that arrive while draining get the error shape (see the preClose hook below).
+    return503OnClosing: false,
+    frameworkErrors: frameworkErrorHandler,
+    clientErrorHandler: (_err, socket) => {
+      if (!socket.writable) return socket.destroy()
+      const id = newId('req')
+      const body = clientErrorBody(id)
+      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${id}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+    },
+    routerOptions: { maxParamLength: 200 },
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  app.setValidatorCompiler(validatorCompiler)
+  // Only JSON (and, where an operation declares it, forms) is accepted: text/plain is a 415.
+  app.removeContentTypeParser('text/plain')
+
+  app.decorate('config', config)
+  app.decorate('clock', options.clock ?? systemClock)
+  app.decorate('passwordHasher', new PasswordHasher({
+    memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM,
+  }, config.ARGON2_CONCURRENCY || Math.max(1, availableParallelism() - 1)))
+  // While shutting down, responses close their keep-alive connection so that
+  // close() does not wait for idle sockets until their keep-alive timeout.
+  let closing = false
+  app.addHook('preClose', async () => {
+    closing = true
+    // Stop accepting connections now: Fastify closes the listener only after every
+    // preClose hook, and some of them (the database UNLISTEN) take a round trip.
+    if (app.server.listening) {
+      app.server.close()
+      app.log.info('stopped accepting connections')
+    }
+  })
+  app.addHook('onRequest', async () => {
+    if (closing) throw new AppError('SERVICE_UNAVAILABLE', 'Shutting down', undefined, { 'retry-after': '5' })
+  })
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+    if (closing) reply.header('connection', 'close')
+  })
+
+  await app.register(errors)
+  await app.register(metrics)
+  await app.register(httpSecurity)
+  await app.register(openapi)
+  await app.register(rateLimit)
+  await app.register(database, { database: options.database })
+  await app.register(events)
+  await app.register(tokens)
+  await app.register(revocation)
+  await app.register(tenancy)
+  await app.register(authenticate)
+  const audit = new AuditLog({ db: app.db, clock: app.clock, log: app.log })
+  app.addHook('onClose', () => audit.flush())
+  app.decorate('audit', audit)
+  // The services several modules share; each module's own service is built in its routes.
+  const { db, clock, passwordHasher: hasher } = app
+  const sessions = new SessionService({ db, config, clock, tokens: app.tokens, revocation: app.revocation, log: app.log, audit, metrics: app.metrics })
+  const lockout = new Lockout({ db, config, clock, metrics: app.metrics })
+  const mfa = new MfaService({ db, config, clock, hasher, sessions, lockout, audit, events: app.events })
+  const profiles = new ProfileCache({ db, clock, ttlMs: config.MEMBERSHIP_CACHE_TTL * 1000, maxEntries: config.API_KEY_CACHE_MAX })
+  app.events.subscribe((event) => profiles.onEvent(event))
+  app.decorate('sessions', sessions)
+  app.decorate('mfa', mfa)
+  app.decorate('authService', new AuthService({ db, config, clock, hasher, sessions, audit, lockout, mfa, profiles }))
+
+  await app.register(healthRoutes)
+  await app.register(keysRoutes)
+  await app.register(authRoutes, { prefix: '/api/v1' })
+  await app.register(sessionRoutes, { prefix: '/api/v1' })
+  await app.register(mfaRoutes, { prefix: '/api/v1' })
+  await app.register(organizationRoutes, { prefix: '/api/v1' })
+  await app.register(auditRoutes, { prefix: '/api/v1' })
+  await app.register(apiKeyRoutes, { prefix: '/api/v1' })
+  await app.register(gatewayRoutes)
+  return app
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>

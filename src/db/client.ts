@@ -1,0 +1,110 @@
+// One Database type for the three runtime modes: embedded PGlite on disk,
+// PGlite in memory, and PostgreSQL through postgres.js.
+import { join } from 'node:path'
+import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
+import * as schema from './schema.js'
+import type { Config } from '../config.js'
+
+export type Schema = typeof schema
+export type Database = PgDatabase<PgQueryResultHKT, Schema>
+/** The handle a transaction callback receives; repositories accept either. */
+export type Tx = Parameters<Parameters<Database['transaction']>[0]>[0]
+export type Queryable = Database | Tx
+
+export type NotificationHandler = (payload: string) => void
+
+export interface DatabaseHandle {
+  readonly db: Database
+  readonly mode: Config['databaseMode']
+  /** Subscribes to a LISTEN/NOTIFY channel; resolves, once listening, to the unsubscribe function. */
+  listen(channel: string, onPayload: NotificationHandler): Promise<() => Promise<void>>
+  notify(channel: string, payload: string): Promise<void>
+  /** Runs the migrations under an advisory lock (own connection on PostgreSQL). */
+  migrate(): Promise<void>
+  close(): Promise<void>
+}
+
+export const MIGRATIONS_FOLDER = join(import.meta.dirname, '..', '..', 'drizzle')
+const MIGRATION_LOCK_KEY = 7_301_944_211 // any constant shared by every instance
+
+export async function openDatabase(config: Config): Promise<DatabaseHandle> {
+  return config.databaseMode === 'postgres' ? openPostgres(config) : openPglite(config)
+}
+
+async function openPglite(config: Config): Promise<DatabaseHandle> {
+  const { PGlite } = await import('@electric-sql/pglite')
+  const { drizzle } = await import('drizzle-orm/pglite')
+  const { migrate } = await import('drizzle-orm/pglite/migrator')
+  const client = config.databaseMode === 'memory'
+    ? new PGlite()
+    : new PGlite(join(config.DATA_DIR, 'pglite'))
+  const db = drizzle(client, { schema }) as unknown as Database
+  return {
+    db,
+    mode: config.databaseMode,
+    async listen(channel, onPayload) {
+      const unsubscribe = await client.listen(channel, onPayload)
+      return async () => { await unsubscribe() }
+    },
+    async notify(channel, payload) {
+      await client.query('select pg_notify($1, $2)', [channel, payload])
+    },
+    async migrate() {
+      // PGlite is single-process; the lock keeps the code path identical to PostgreSQL.
+      await client.query(`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`)
+      try {
+        await migrate(db as never, { migrationsFolder: MIGRATIONS_FOLDER })
+      } finally {
+        await client.query(`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`)
+      }
+    },
+    async close() {
+      if (!client.closed) await client.close()
+    },
+  }
+}
+
+async function openPostgres(config: Config): Promise<DatabaseHandle> {
+  const { default: postgres } = await import('postgres')
+  const { drizzle } = await import('drizzle-orm/postgres-js')
+  const { migrate } = await import('drizzle-orm/postgres-js/migrator')
+  const url = config.DATABASE_URL
+  const options = {
+    onnotice: () => {},
+    // While the database is down, fail fast (503) instead of queueing behind postgres.js's
+    // default reconnect backoff (3^n/100 s, up to 20 s); retry quickly once it is back.
+    connect_timeout: 1,
+    backoff: () => 0.2,
+    connection: { application_name: 'portcullis' },
+  }
+  const client = postgres(url, { ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60 })
+  const db = drizzle(client, { schema }) as unknown as Database
+  return {
+    db,
+    mode: 'postgres',
+    async listen(channel, onPayload) {
+      const { unlisten } = await client.listen(channel, onPayload)
+      return async () => { await unlisten() }
+    },
+    async notify(channel, payload) {
+      await client.notify(channel, payload)
+    },
+    async migrate() {
+      // Own single connection: the advisory lock is held by the session that migrates.
+      const single = postgres(url, { ...options, max: 1 })
+      try {
+        await single`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
+        try {
+          await migrate(drizzle(single), { migrationsFolder: MIGRATIONS_FOLDER })
+        } finally {
+          await single`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
+        }
+      } finally {
+        await single.end({ timeout: 5 })
+      }
+    },
+    async close() {
+      await client.end({ timeout: 5 })
+    },
+  }
+}

@@ -1,0 +1,106 @@
+// Verifies API keys on the hot path: the checksum refuses malformed keys with
+// no lookup; a known key is answered from a bounded in-process cache; changes
+// (revoke, rotate) arrive through the cluster channel and evict.
+import type { FastifyBaseLogger } from 'fastify'
+import type { Database } from '../../db/client.js'
+import { isWellFormedApiKey } from '../../lib/api-key-format.js'
+import type { Clock } from '../../lib/clock.js'
+import { sha256 } from '../../lib/crypto.js'
+import type { Metrics } from '../../plugins/metrics.js'
+import * as repo from './repository.js'
+
+export interface VerifiedApiKey {
+  id: string
+  orgId: string
+  scopes: string[]
+  createdByUserId: string
+  expiresAt: number | null
+  revoked: boolean
+}
+
+const LAST_USED_INTERVAL_MS = 60_000
+// Unknown (but well-formed) keys are remembered briefly so a flood of one bad key costs one lookup.
+const UNKNOWN_TTL_MS = 5_000
+
+export class ApiKeyVerifier {
+  private readonly byHash = new Map<string, VerifiedApiKey | { unknownUntil: number }>()
+  private readonly hashById = new Map<string, string>()
+  private readonly lastTouched = new Map<string, number>()
+  /** Lookups that reached the database (observable by tests and metrics). */
+  databaseLookups = 0
+  /** Bumped by every eviction: a lookup that raced one is answered but not cached. */
+  private generation = 0
+
+  constructor(private readonly opts: {
+    db: Database; clock: Clock; prefix: string; maxEntries: number; log: FastifyBaseLogger; metrics: Metrics
+  }) {}
+
+  /** The key's record when it is live; null for malformed, unknown, revoked or expired keys. */
+  async verify(key: string): Promise<VerifiedApiKey | null> {
+    if (!isWellFormedApiKey(this.opts.prefix, key)) return null
+    const hash = sha256(key)
+    const now = this.opts.clock.now()
+    let entry = this.byHash.get(hash)
+    if (entry && 'unknownUntil' in entry && entry.unknownUntil < now) entry = undefined
+    this.opts.metrics.apiKeyCache(entry ? 'hit' : 'miss')
+    if (!entry) entry = await this.load(hash, now)
+    if ('unknownUntil' in entry || entry.revoked || (entry.expiresAt !== null && entry.expiresAt <= now)) return null
+    this.touch(entry.id, now)
+    return entry
+  }
+
+  private syncedUntil = 0
+
+  /** Evicts keys changed since the last resync, in case their notification was missed. */
+  async resync(): Promise<void> {
+    const now = this.opts.clock.now()
+    // Overlap the previous read by a few seconds: commits land slightly out of order.
+    const since = new Date((this.syncedUntil || now) - 5000)
+    this.evict(await repo.listApiKeysChangedSince(this.opts.db, since))
+    this.syncedUntil = now
+  }
+
+  /** Forgets keys (revoked, rotated, changed) so the next use reads the database. */
+  evict(ids: string[]): void {
+    if (ids.length) this.generation++
+    for (const id of ids) {
+      const hash = this.hashById.get(id)
+      if (hash) this.byHash.delete(hash)
+      this.hashById.delete(id)
+    }
+  }
+
+  private async load(hash: string, now: number) {
+    this.databaseLookups++
+    const generation = this.generation
+    const row = await repo.findApiKeyByHash(this.opts.db, hash)
+    const entry = row
+      ? {
+          id: row.id, orgId: row.orgId, scopes: row.scopes, createdByUserId: row.createdByUserId,
+          expiresAt: row.expiresAt?.getTime() ?? null, revoked: row.revokedAt !== null,
+        }
+      : { unknownUntil: now + UNKNOWN_TTL_MS }
+    // The row may predate a revocation whose eviction ran while we read it.
+    if (generation === this.generation) this.remember(hash, entry)
+    return entry
+  }
+
+  private remember(hash: string, entry: VerifiedApiKey | { unknownUntil: number }) {
+    this.byHash.set(hash, entry)
+    if ('id' in entry) this.hashById.set(entry.id, hash)
+    while (this.byHash.size > this.opts.maxEntries) {
+      const [oldestHash, oldest] = this.byHash.entries().next().value as [string, VerifiedApiKey | { unknownUntil: number }]
+      this.byHash.delete(oldestHash)
+      if ('id' in oldest) this.hashById.delete(oldest.id)
+    }
+  }
+
+  /** last_used_at: at most one write a minute per key, never awaited by the request. */
+  private touch(id: string, now: number) {
+    if (now - (this.lastTouched.get(id) ?? 0) < LAST_USED_INTERVAL_MS) return
+    this.lastTouched.set(id, now)
+    if (this.lastTouched.size > this.opts.maxEntries) this.lastTouched.delete(this.lastTouched.keys().next().value as string)
+    repo.touchApiKey(this.opts.db, id, new Date(now))
+      .catch((err) => this.opts.log.warn({ err }, 'could not record API key use'))
+  }
+}

@@ -1,0 +1,21 @@
+// SQL for user accounts.
+import { eq, sql } from 'drizzle-orm'
+import { users } from '../../db/schema.js'
+import type { Queryable } from '../../db/client.js'
+
+export type UserRow = typeof users.$inferSelect
+
+export const insertUser = (db: Queryable, row: typeof users.$inferInsert) => db.insert(users).values(row)
+
+export async function findUserByEmail(db: Queryable, email: string): Promise<UserRow | undefined> {
+  const [row] = await db.select().from(users).where(eq(sql`lower(${users.email})`, email.toLowerCase())).limit(1)
+  return row
+}
+
+export async function findUserById(db: Queryable, id: string): Promise<UserRow | undefined> {
+  const [row] = await db.select().from(users).where(eq(users.id, id)).limit(1)
+  return row
+}
+
+export const updatePasswordHash = (db: Queryable, id: string, passwordHash: string, at: Date) =>
+  db.update(users).set({ passwordHash, updatedAt: at }).where(eq(users.id, id))

@@ -1,0 +1,177 @@
+// Account rules: registration, password login, the caller's profile.
+import type { Config } from '../../config.js'
+import type { Database } from '../../db/client.js'
+import { isUniqueViolation } from '../../db/errors.js'
+import { AppError, unauthorized, validationError } from '../../errors.js'
+import type { Clock } from '../../lib/clock.js'
+import { newId } from '../../lib/ids.js'
+import type { PasswordHasher } from '../../lib/password-hasher.js'
+import { checkPasswordPolicy } from '../../lib/password-policy.js'
+import type { AuthContext } from '../../plugins/authenticate.js'
+import * as orgRepo from '../organizations/repository.js'
+import type { ClientMeta, SessionService, TokenPair } from '../sessions/service.js'
+import type { AuditLog } from '../audit/service.js'
+import type { Lockout } from './lockout.js'
+import type { ProfileCache } from './profile-cache.js'
+import type { MfaService } from '../mfa/service.js'
+import * as repo from './repository.js'
+import type { LoginInput, RegisterBody } from './schemas.js'
+
+export interface AuthServiceDeps {
+  db: Database
+  config: Config
+  clock: Clock
+  hasher: PasswordHasher
+  sessions: SessionService
+  audit: AuditLog
+  lockout: Lockout
+  mfa: MfaService
+  profiles: ProfileCache
+}
+
+const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
+
+export const normalizeEmail = (email: string) => email.trim().toLowerCase()
+
+export function userView(user: repo.UserRow) {
+  return {
+    id: user.id,
+    email: user.email,
+    name: user.name,
+    is_superadmin: user.isSuperadmin,
+    mfa_enabled: user.mfaEnabled,
+    created_at: user.createdAt.toISOString(),
+  }
+}
+
+export class AuthService {
+  constructor(private readonly deps: AuthServiceDeps) {}
+
+  async register(body: RegisterBody, meta: ClientMeta) {
+    const { db, config, clock, hasher } = this.deps
+    const email = normalizeEmail(body.email)
+    if (!EMAIL_SHAPE.test(email) || email.length > 254) throw validationError('email', 'must be an email address')
+    const problem = checkPasswordPolicy(body.password, config.PASSWORD_MIN_LENGTH, {
+      email, name: body.name, companyName: body.company_name,
+    })
+    if (problem) throw validationError('password', problem)
+
+    const passwordHash = await hasher.hash(body.password)
+    const now = new Date(clock.now())
+    const user: repo.UserRow = {
+      id: newId('usr', now.getTime()), email, name: body.name?.trim() || null, passwordHash,
+      isSuperadmin: false, mfaEnabled: false, totpSecretSealed: null, totpPendingSecretSealed: null, totpLastStep: null,
+      disabledAt: null, createdAt: now, updatedAt: now,
+    }
+    const org = {
+      id: newId('org', now.getTime()),
+      name: body.company_name?.trim() || `${user.name ?? email.split('@')[0]}'s workspace`,
+      credits: config.WELCOME_CREDITS, createdAt: now, updatedAt: now,
+    }
+    let tokens: TokenPair
+    try {
+      // All or nothing: a user never exists without its organization, owner membership and session.
+      tokens = await db.transaction(async (tx) => {
+        await repo.insertUser(tx, user)
+        await orgRepo.insertOrganization(tx, org)
+        await orgRepo.insertMembership(tx, { orgId: org.id, userId: user.id, role: 'owner', createdAt: now })
+        return this.deps.sessions.start(tx, user.id, { orgId: org.id, role: 'owner' }, meta)
+      })
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('EMAIL_TAKEN')
+      throw err
+    }
+    return {
+      user: userView(user),
+      organization: { id: org.id, name: org.name, role: 'owner' as const, credits: org.credits, created_at: now.toISOString() },
+      ...tokens,
+    }
+  }
+
+  async login(input: LoginInput, meta: ClientMeta) {
+    const { db, clock, hasher, lockout } = this.deps
+    const email = normalizeEmail(input.email)
+    // Locked or not, known or not: the same checks and the same argon2 work, so nothing leaks.
+    await lockout.assertNotLocked(email)
+    const user = await repo.findUserByEmail(db, email)
+    const ok = user ? await hasher.verify(user.passwordHash, input.password) : await hasher.verifyAgainstNothing(input.password)
+    if (!user || !ok || user.disabledAt) {
+      if (user) this.recordInOrganizations(user.id, 'login.failed', meta)
+      await lockout.recordFailure(email).catch((err: unknown) => {
+        if (user && err instanceof AppError && err.code === 'ACCOUNT_LOCKED') this.recordInOrganizations(user.id, 'account.locked', meta)
+        throw err
+      })
+      throw new AppError('INVALID_CREDENTIALS')
+    }
+    if (hasher.needsRehash(user.passwordHash)) {
+      await repo.updatePasswordHash(db, user.id, await hasher.hash(input.password), new Date(clock.now()))
+    }
+    // With 2FA the password alone resets nothing: the lockout keeps counting wrong codes.
+    if (user.mfaEnabled) return this.deps.mfa.startChallenge(user.id, input.orgId, meta)
+    await lockout.reset(email)
+    return this.completeLogin(user, input.orgId, meta)
+  }
+
+  /** verify-2fa: a TOTP or recovery code turns an mfa_token into tokens. */
+  async verifySecondFactor(mfaToken: string, code: string) {
+    const { user, orgId, meta } = await this.deps.mfa.verifyLogin(mfaToken, code)
+    return this.completeLogin(user, orgId, meta)
+  }
+
+  private async completeLogin(user: repo.UserRow, orgId: string | undefined, meta: ClientMeta) {
+    const membership = await this.chooseMembership(user.id, orgId)
+    const tokens = await this.deps.sessions.start(this.deps.db, user.id, membership, meta)
+    this.deps.audit.record({ orgId: membership.orgId, action: 'login.succeeded', actorUserId: user.id, ip: meta.ip })
+    return { ...tokens, user: userView(user) }
+  }
+
+  /** An event about an account, in every organization it belongs to; off the request path. */
+  private recordInOrganizations(userId: string, action: 'login.failed' | 'account.locked', meta: ClientMeta) {
+    orgRepo.listMembershipsOfUser(this.deps.db, userId).then((memberships) => {
+      for (const m of memberships) this.deps.audit.record({ orgId: m.orgId, action, actorUserId: userId, ip: meta.ip })
+    }, () => { /* the audit log never fails a request */ })
+  }
+
+  /** Changes the password (the current one is required) and revokes every other session. */
+  async changePassword(auth: AuthContext, currentPassword: string, newPassword: string) {
+    const { db, clock, hasher, config } = this.deps
+    const user = await repo.findUserById(db, auth.userId)
+    if (!user || !(await hasher.verify(user.passwordHash, currentPassword))) {
+      throw new AppError('INVALID_CREDENTIALS', 'Current password is incorrect')
+    }
+    const problem = checkPasswordPolicy(newPassword, config.PASSWORD_MIN_LENGTH, { email: user.email, name: user.name })
+    if (problem) throw validationError('new_password', problem)
+    await repo.updatePasswordHash(db, user.id, await hasher.hash(newPassword), new Date(clock.now()))
+    await this.deps.sessions.revoke(user.id, 'all', auth.sessionId)
+  }
+
+  /** From the profile cache: no database round trip once a user has been seen. */
+  async me(auth: AuthContext) {
+    const { profiles } = this.deps
+    const profile = await profiles.profile(auth.userId)
+    if (!profile || profile.user.disabledAt) throw unauthorized('Invalid or expired token')
+    const org = await profiles.organization(auth.orgId)
+    if (!org) throw new AppError('FORBIDDEN', 'Not a member of this organization')
+    const { user } = profile
+    // An API key sees only its own organization.
+    const memberships = auth.method === 'session' ? profile.memberships : []
+    return {
+      user: userView(user),
+      organization: { id: org.id, name: org.name, role: auth.role, credits: org.credits },
+      memberships: memberships.map((m) => ({ id: m.orgId, name: m.name, role: m.role })),
+      auth: {
+        method: auth.method, scopes: auth.scopes,
+        ...(auth.sessionId ? { session_id: auth.sessionId } : {}), ...(auth.keyId ? { key_id: auth.keyId } : {}),
+      },
+    }
+  }
+
+  private async chooseMembership(userId: string, orgId?: string) {
+    const memberships = await orgRepo.listMembershipsOfUser(this.deps.db, userId)
+    const chosen = orgId ? memberships.find((m) => m.orgId === orgId) : memberships[0]
+    if (!chosen) {
+      throw new AppError('FORBIDDEN', orgId ? 'Not a member of this organization' : 'Not a member of any organization')
+    }
+    return chosen
+  }
+}

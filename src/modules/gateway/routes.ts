@@ -1,0 +1,135 @@
+// What API gateways and resource servers call: forward-auth (nginx
+// auth_request, Traefik ForwardAuth, Envoy ext_authz), RFC 7662 introspection,
+// RFC 7009 revocation and the OpenID-style discovery document.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { insufficientScope } from '../../errors.js'
+import { withFormBodies } from '../../plugins/form-body.js'
+import { IntrospectionSchema, OpenIdConfigurationSchema, TokenBodySchema, VerifyQuerySchema, VerifyResponseSchema } from './schemas.js'
+import { GatewayService } from './service.js'
+
+const TAGS = ['gateway']
+const EITHER = ['session', 'api_key'] as ('session' | 'api_key')[]
+
+const tokenBody = {
+  content: {
+    'application/x-www-form-urlencoded': { schema: TokenBodySchema },
+    'application/json': { schema: TokenBodySchema },
+  },
+}
+
+const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { config } = app
+  const service = new GatewayService({
+    db: app.db, clock: app.clock, tokens: app.tokens, revocation: app.revocation, apiKeys: app.apiKeys,
+    sessions: app.sessions, events: app.events, apiKeyPrefix: config.API_KEY_PREFIX,
+  })
+
+  // The hot path of every request behind a gateway: no database round trip for a cached credential.
+  const verify = async (request: FastifyRequest<{ Querystring: Static<typeof VerifyQuerySchema> }>, reply: FastifyReply) => {
+    const auth = request.auth!
+    const wanted = request.query.scope?.split(/[\s,]+/).filter(Boolean) ?? []
+    const missing = wanted.filter((s) => !auth.scopes.includes(s))
+    if (missing.length) {
+      throw insufficientScope(missing)
+    }
+    reply.headers({
+      'x-auth-user-id': auth.userId,
+      'x-auth-org-id': auth.orgId,
+      'x-auth-role': auth.role ?? '',
+      'x-auth-scopes': auth.scopes.join(' '),
+      'x-auth-method': auth.method,
+      'x-auth-key-id': auth.keyId ?? '',
+      'cache-control': 'no-store',
+    })
+    return {
+      user_id: auth.userId, org_id: auth.orgId, role: auth.role, scopes: auth.scopes, method: auth.method, key_id: auth.keyId ?? null,
+    }
+  }
+  // Browser security headers are skipped here: a gateway consumes this answer, no browser renders it.
+  const hotPath = { auth: { methods: EITHER }, helmet: false as const }
+  app.get('/api/v1/auth/verify', {
+    config: hotPath,
+    schema: {
+      tags: TAGS, operationId: 'verify', summary: 'Forward-auth: 200 with X-Auth-* headers, 401 or 403 otherwise (also HEAD)',
+      description: 'Accepts a session access token or an API key (and X-Org-ID). `?scope=a,b` demands scopes (403 INSUFFICIENT_SCOPE). '
+        + 'Pass X-Auth-User-Id, X-Auth-Org-Id, X-Auth-Role, X-Auth-Scopes, X-Auth-Method and X-Auth-Key-Id on to the upstream. '
+        + 'Envoy ext_authz (HTTP) sends the client\'s method and appends its path: every method and any path below this one answer the same.',
+      querystring: VerifyQuerySchema,
+      response: { 200: VerifyResponseSchema },
+    },
+  }, verify)
+  // Envoy's check request copies the client's method and appends the original path to path_prefix.
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '/api/v1/auth/verify',
+    config: hotPath,
+    schema: { hide: true, querystring: VerifyQuerySchema },
+    handler: verify,
+  })
+  app.route({
+    method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '/api/v1/auth/verify/*',
+    config: hotPath,
+    schema: { hide: true, querystring: VerifyQuerySchema },
+    handler: verify,
+  })
+
+  await withFormBodies(app, (scope) => {
+    scope.post('/api/v1/auth/introspect', {
+      config: { auth: { methods: ['api_key'], scopes: ['auth:introspect'] } },
+      schema: {
+        tags: TAGS, operationId: 'introspect', summary: 'RFC 7662 token introspection (an API key with auth:introspect)',
+        description: 'Access tokens, refresh tokens and API keys of the caller\'s organization. Anything else is exactly {"active": false}.',
+        body: tokenBody, response: { 200: IntrospectionSchema },
+      },
+    }, async (request, reply) => {
+      reply.header('cache-control', 'no-store')
+      return service.introspect(request, request.auth!, (request.body as { token: string }).token)
+    })
+
+    scope.post('/api/v1/auth/revoke', {
+      config: { auth: { methods: EITHER, org: false } },
+      schema: {
+        tags: TAGS, operationId: 'revokeToken', summary: 'RFC 7009 revocation: 200 even for an unknown token',
+        description: 'An API key with auth:introspect revokes credentials of its organization; a session revokes its own user\'s tokens. '
+          + 'Revoking a refresh or access token ends its session.',
+        body: tokenBody, response: { 200: Type.Object({}, { additionalProperties: false }) },
+      },
+    }, async (request) => {
+      await service.revoke(request, request.auth!, (request.body as { token: string }).token)
+      return {}
+    })
+  })
+
+  const base = (config.PUBLIC_URL || config.JWT_ISSUER).replace(/\/$/, '')
+  const discovery = {
+    issuer: config.JWT_ISSUER,
+    jwks_uri: `${base}/.well-known/jwks.json`,
+    token_endpoint: `${base}/api/v1/auth/login`,
+    refresh_endpoint: `${base}/api/v1/auth/refresh`,
+    introspection_endpoint: `${base}/api/v1/auth/introspect`,
+    revocation_endpoint: `${base}/api/v1/auth/revoke`,
+    grant_types_supported: ['password', 'refresh_token'],
+    response_types_supported: ['token'],
+    token_endpoint_auth_methods_supported: ['none'],
+    introspection_endpoint_auth_methods_supported: ['bearer'],
+    revocation_endpoint_auth_methods_supported: ['bearer'],
+    id_token_signing_alg_values_supported: ['ES256', 'EdDSA', 'RS256'],
+    access_token_signing_alg_values_supported: ['ES256', 'EdDSA', 'RS256'],
+    scopes_supported: [...config.SCOPES],
+    subject_types_supported: ['public'],
+  }
+  app.get('/.well-known/openid-configuration', {
+    schema: {
+      tags: ['keys'], operationId: 'getOpenIdConfiguration', summary: 'Discovery: issuer, JWKS and endpoint URLs',
+      response: { 200: OpenIdConfigurationSchema },
+    },
+  }, async (_request, reply) => {
+    reply.header('cache-control', 'public, max-age=300')
+    return discovery
+  })
+}
+
+export default gatewayRoutes

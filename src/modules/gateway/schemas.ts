@@ -1,0 +1,56 @@
+import { Type } from '@sinclair/typebox'
+
+export const VerifyQuerySchema = Type.Object({
+  scope: Type.Optional(Type.String({ maxLength: 1000, description: 'Scopes the caller must hold, comma- or space-separated' })),
+}, { additionalProperties: true })
+
+export const VerifyResponseSchema = Type.Object({
+  user_id: Type.String(),
+  org_id: Type.String(),
+  role: Type.Union([Type.String(), Type.Null()]),
+  scopes: Type.Array(Type.String()),
+  method: Type.Union([Type.Literal('session'), Type.Literal('api_key')]),
+  key_id: Type.Union([Type.String(), Type.Null()]),
+}, { description: 'The same facts as the X-Auth-* headers' })
+
+const TokenInput = {
+  token: Type.String({ minLength: 1, maxLength: 4096 }),
+  token_type_hint: Type.Optional(Type.Union([Type.Literal('access_token'), Type.Literal('refresh_token'), Type.Literal('api_key')])),
+}
+
+export const TokenBodySchema = Type.Object(TokenInput, { additionalProperties: false })
+
+/** RFC 7662 §2.2; an inactive token is exactly {"active": false}. */
+export const IntrospectionSchema = Type.Object({
+  active: Type.Boolean(),
+  token_type: Type.Optional(Type.Union([Type.Literal('access_token'), Type.Literal('refresh_token'), Type.Literal('api_key')])),
+  scope: Type.Optional(Type.String()),
+  sub: Type.Optional(Type.String()),
+  org_id: Type.Optional(Type.String()),
+  org_role: Type.Optional(Type.String()),
+  sid: Type.Optional(Type.String()),
+  key_id: Type.Optional(Type.String()),
+  exp: Type.Optional(Type.Integer()),
+  iat: Type.Optional(Type.Integer()),
+  iss: Type.Optional(Type.String()),
+  aud: Type.Optional(Type.String()),
+  jti: Type.Optional(Type.String()),
+})
+
+export const OpenIdConfigurationSchema = Type.Object({
+  issuer: Type.String(),
+  jwks_uri: Type.String(),
+  token_endpoint: Type.String(),
+  refresh_endpoint: Type.String({ description: 'Non-standard: where grant_type=refresh_token goes' }),
+  introspection_endpoint: Type.String(),
+  revocation_endpoint: Type.String(),
+  grant_types_supported: Type.Array(Type.String()),
+  response_types_supported: Type.Array(Type.String()),
+  token_endpoint_auth_methods_supported: Type.Array(Type.String()),
+  introspection_endpoint_auth_methods_supported: Type.Array(Type.String()),
+  revocation_endpoint_auth_methods_supported: Type.Array(Type.String()),
+  id_token_signing_alg_values_supported: Type.Array(Type.String()),
+  access_token_signing_alg_values_supported: Type.Array(Type.String()),
+  scopes_supported: Type.Array(Type.String()),
+  subject_types_supported: Type.Array(Type.String()),
+})

@@ -1,0 +1,110 @@
+// What gateways and resource servers ask: RFC 7662 introspection and RFC 7009
+// revocation for the three credential kinds. Another organization's token is
+// simply inactive (and left alone): nothing crosses tenants.
+import type { FastifyRequest } from 'fastify'
+import type { Database } from '../../db/client.js'
+import { looksLikeApiKey } from '../../lib/api-key-format.js'
+import type { Clock } from '../../lib/clock.js'
+import { hashRefreshToken, looksLikeRefreshToken } from '../../lib/refresh-token.js'
+import type { Revocation } from '../../plugins/revocation.js'
+import type { AuthContext } from '../../plugins/tenancy.js'
+import type { TokenService } from '../../plugins/tokens.js'
+import type { EventBus } from '../../plugins/events.js'
+import type { ApiKeyVerifier } from '../api-keys/verifier.js'
+import * as apiKeyRepo from '../api-keys/repository.js'
+import type { SessionService } from '../sessions/service.js'
+import * as sessionRepo from '../sessions/repository.js'
+
+export interface GatewayServiceDeps {
+  db: Database
+  clock: Clock
+  tokens: TokenService
+  revocation: Revocation
+  apiKeys: ApiKeyVerifier
+  sessions: SessionService
+  events: EventBus
+  apiKeyPrefix: string
+}
+
+type Introspection = { active: false } | ({ active: true } & Record<string, string | number | boolean>)
+const INACTIVE = { active: false } as const
+
+/** A credential's owner, as far as revocation is concerned. */
+type Found =
+  | { kind: 'access_token'; userId: string; orgId: string; sessionId: string }
+  | { kind: 'refresh_token'; userId: string; orgId: string; sessionId: string }
+  | { kind: 'api_key'; orgId: string; keyId: string }
+
+export class GatewayService {
+  constructor(private readonly deps: GatewayServiceDeps) {}
+
+  /** RFC 7662 for a caller (an API key with auth:introspect) of one organization. */
+  async introspect(request: FastifyRequest, caller: AuthContext, token: string): Promise<Introspection> {
+    const { deps } = this
+    if (looksLikeApiKey(deps.apiKeyPrefix, token)) {
+      const key = await deps.apiKeys.verify(token)
+      if (!key || key.orgId !== caller.orgId) return INACTIVE
+      return {
+        active: true, token_type: 'api_key', key_id: key.id, org_id: key.orgId, scope: key.scopes.join(' '),
+        sub: key.createdByUserId, ...(key.expiresAt ? { exp: Math.floor(key.expiresAt / 1000) } : {}),
+      }
+    }
+    if (looksLikeRefreshToken(token)) {
+      const found = await sessionRepo.findRefreshToken(deps.db, hashRefreshToken(token))
+      const now = deps.clock.now()
+      if (!found || found.token.usedAt || found.token.expiresAt.getTime() <= now || found.session.revokedAt
+        || found.session.expiresAt.getTime() <= now || found.session.orgId !== caller.orgId) return INACTIVE
+      return {
+        active: true, token_type: 'refresh_token', sub: found.session.userId, org_id: found.session.orgId,
+        sid: found.session.id, exp: Math.floor(found.token.expiresAt.getTime() / 1000),
+        iat: Math.floor(found.token.createdAt.getTime() / 1000),
+      }
+    }
+    const claims = await this.verifiedAccessToken(request, token)
+    if (!claims || claims.org_id !== caller.orgId) return INACTIVE
+    return { active: true, token_type: 'access_token', ...claims }
+  }
+
+  /**
+   * RFC 7009. A key with auth:introspect may revoke credentials of its organization;
+   * a session may revoke its own user's tokens. Anything else is ignored (still 200).
+   */
+  async revoke(request: FastifyRequest, caller: AuthContext, token: string): Promise<void> {
+    const found = await this.find(request, token)
+    if (!found) return
+    const mayRevoke = caller.method === 'api_key'
+      ? caller.scopes.includes('auth:introspect') && found.orgId === caller.orgId
+      : found.kind !== 'api_key' && found.userId === caller.userId
+    if (!mayRevoke) return
+    if (found.kind === 'api_key') {
+      if (await apiKeyRepo.revokeApiKey(this.deps.db, found.orgId, found.keyId, new Date(this.deps.clock.now()))) {
+        await this.deps.events.publish({ type: 'api_keys.changed', ids: [found.keyId] })
+      }
+      return
+    }
+    // Revoking a refresh or access token ends its session (RFC 7009 §2.1: the whole grant).
+    await this.deps.sessions.revoke(found.userId, [found.sessionId])
+  }
+
+  private async find(request: FastifyRequest, token: string): Promise<Found | undefined> {
+    if (looksLikeApiKey(this.deps.apiKeyPrefix, token)) {
+      const key = await this.deps.apiKeys.verify(token)
+      return key ? { kind: 'api_key', orgId: key.orgId, keyId: key.id } : undefined
+    }
+    if (looksLikeRefreshToken(token)) {
+      const found = await sessionRepo.findRefreshToken(this.deps.db, hashRefreshToken(token))
+      return found ? { kind: 'refresh_token', userId: found.session.userId, orgId: found.session.orgId, sessionId: found.session.id } : undefined
+    }
+    const claims = await this.verifiedAccessToken(request, token)
+    return claims ? { kind: 'access_token', userId: claims.sub, orgId: claims.org_id, sessionId: claims.sid } : undefined
+  }
+
+  private async verifiedAccessToken(request: FastifyRequest, token: string) {
+    try {
+      const claims = await this.deps.tokens.verifyAccessToken(request, token)
+      return this.deps.revocation.isSessionRevoked(claims.sid) ? undefined : claims
+    } catch {
+      return undefined
+    }
+  }
+}

@@ -1,0 +1,52 @@
+// HTTP shape of two-factor authentication.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { errorResponses, NoContent } from '../../schemas/common.js'
+import { LoginTokensSchema } from '../auth/schemas.js'
+import { DisableBodySchema, EnableBodySchema, EnableResponseSchema, SetupResponseSchema, VerifyTwoFactorBodySchema } from './schemas.js'
+
+const TAGS = ['two-factor']
+
+const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { mfa, authService } = app
+
+  app.post('/auth/verify-2fa', {
+    config: { rateLimit: app.ipRateLimit(app.config.RATE_LIMIT_VERIFY_2FA) },
+    schema: {
+      tags: TAGS, operationId: 'verifyTwoFactor', summary: 'Finish a two-factor login with a TOTP or recovery code',
+      body: VerifyTwoFactorBodySchema,
+      response: { 200: Type.Ref(LoginTokensSchema), ...errorResponses(401, 403, 423) },
+    },
+  }, async (request) => authService.verifySecondFactor(request.body.mfa_token, request.body.code))
+
+  app.post('/auth/2fa/setup', {
+    config: { auth: { org: false } },
+    schema: {
+      tags: TAGS, operationId: 'setupTwoFactor', summary: 'Start enabling TOTP: a secret to add to an authenticator app',
+      response: { 200: SetupResponseSchema, ...errorResponses(409) },
+    },
+  }, async (request) => mfa.setup(request.auth!))
+
+  app.post('/auth/2fa/enable', {
+    config: { auth: { org: false } },
+    schema: {
+      tags: TAGS, operationId: 'enableTwoFactor', summary: 'Confirm a code; two-factor is on and recovery codes are returned once',
+      body: EnableBodySchema,
+      response: { 200: EnableResponseSchema, ...errorResponses(409) },
+    },
+  }, async (request) => mfa.enable(request.auth!, request.body.code))
+
+  app.post('/auth/2fa/disable', {
+    config: { auth: { org: false } },
+    schema: {
+      tags: TAGS, operationId: 'disableTwoFactor', summary: 'Turn two-factor off (password and a code required)',
+      body: DisableBodySchema,
+      response: { 204: NoContent, ...errorResponses(409, 423) },
+    },
+  }, async (request, reply) => {
+    await mfa.disable(request.auth!, request.body.password, request.body.code)
+    return reply.code(204).send(null)
+  })
+}
+
+export default mfaRoutes

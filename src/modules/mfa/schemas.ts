@@ -1,0 +1,26 @@
+import { Type } from '@sinclair/typebox'
+
+const Code = Type.String({ minLength: 6, maxLength: 32, description: 'A 6-digit TOTP code, or a recovery code (xxxxx-xxxxx)' })
+
+export const VerifyTwoFactorBodySchema = Type.Object({
+  mfa_token: Type.String({ minLength: 1, maxLength: 200 }),
+  code: Code,
+}, { additionalProperties: false })
+
+export const SetupResponseSchema = Type.Object({
+  secret: Type.String({ description: 'Base32 TOTP secret, for manual entry' }),
+  otpauth_url: Type.String({ description: 'otpauth:// URI, for a QR code' }),
+})
+
+export const EnableBodySchema = Type.Object({
+  code: Type.String({ pattern: '^\\s*\\d{6}\\s*$', description: 'A current code from the authenticator app' }),
+}, { additionalProperties: false })
+
+export const EnableResponseSchema = Type.Object({
+  recovery_codes: Type.Array(Type.String(), { description: 'Ten single-use codes, shown once' }),
+})
+
+export const DisableBodySchema = Type.Object({
+  password: Type.String({ minLength: 1, maxLength: 512 }),
+  code: Code,
+}, { additionalProperties: false })

@@ -1,0 +1,179 @@
+// Session rules: a login starts a session and its refresh-token family;
+// refresh rotates in one transaction; reuse revokes the family; logout,
+// logout-all and password changes revoke sessions on every instance.
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config, Role } from '../../config.js'
+import type { Database, Queryable } from '../../db/client.js'
+import { AppError } from '../../errors.js'
+import type { Clock } from '../../lib/clock.js'
+import { deriveKey } from '../../lib/crypto.js'
+import { newId } from '../../lib/ids.js'
+import { keysetPage } from '../../lib/pagination.js'
+import { childRefreshToken, hashRefreshToken, looksLikeRefreshToken, newRefreshToken } from '../../lib/refresh-token.js'
+import type { Revocation } from '../../plugins/revocation.js'
+import type { TokenService } from '../../plugins/tokens.js'
+import type { AuditLog } from '../audit/service.js'
+import type { Metrics } from '../../plugins/metrics.js'
+import * as userRepo from '../auth/repository.js'
+import * as orgRepo from '../organizations/repository.js'
+import * as repo from './repository.js'
+
+export interface ClientMeta { userAgent?: string; ip?: string }
+
+export interface SessionServiceDeps {
+  db: Database
+  config: Config
+  clock: Clock
+  tokens: TokenService
+  revocation: Revocation
+  log: FastifyBaseLogger
+  audit: AuditLog
+  metrics: Metrics
+}
+
+export interface TokenPair {
+  access_token: string
+  token_type: 'Bearer'
+  expires_in: number
+  refresh_token: string
+}
+
+export function scopesForRole(config: Config, role: Role): string[] {
+  return role === 'member' ? [...config.MEMBER_SCOPES] : [...config.SCOPES]
+}
+
+type RefreshOutcome =
+  | { kind: 'issued'; child: string; userId: string; sessionId: string; orgId: string; role: Role }
+  | { kind: 'reused'; userId: string; sessionId: string }
+
+export class SessionService {
+  private readonly refreshKey: Buffer
+
+  constructor(private readonly deps: SessionServiceDeps) {
+    this.refreshKey = deriveKey(deps.config.secretKey!, 'refresh-tokens')
+  }
+
+  /** Starts a session and its first refresh token (inside the caller's transaction when given one). */
+  async start(db: Queryable, userId: string, membership: { orgId: string; role: Role }, meta: ClientMeta): Promise<TokenPair> {
+    const { config } = this.deps
+    const now = this.now()
+    const sessionId = newId('ses', now.getTime())
+    const refreshToken = newRefreshToken()
+    const expiresAt = new Date(now.getTime() + config.SESSION_MAX_AGE * 1000)
+    await repo.insertSession(db, {
+      id: sessionId, userId, orgId: membership.orgId, userAgent: meta.userAgent?.slice(0, 512) ?? null,
+      ip: meta.ip ?? null, createdAt: now, lastUsedAt: now, expiresAt,
+    })
+    await repo.insertRefreshToken(db, {
+      id: newId('rtk', now.getTime()), sessionId, parentId: null, tokenHash: hashRefreshToken(refreshToken),
+      createdAt: now, expiresAt: this.tokenExpiry(now, expiresAt),
+    })
+    return this.pair(userId, sessionId, membership, refreshToken)
+  }
+
+  /** Rotates a refresh token; see SPEC §4 "Refresh tokens and sessions". */
+  async refresh(presented: string, requestedOrgId?: string): Promise<TokenPair> {
+    if (!looksLikeRefreshToken(presented)) throw new AppError('REFRESH_FAILED')
+    const outcome = await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presented, requestedOrgId))
+    if (outcome.kind === 'reused') {
+      // The revocation is committed; tell every instance, then refuse.
+      await this.deps.revocation.publishRevokedSessions([outcome.sessionId])
+      this.deps.metrics.refreshReuse()
+      this.deps.log.warn({ sessionId: outcome.sessionId, userId: outcome.userId }, 'refresh token reuse detected; session revoked')
+      throw new AppError('REFRESH_TOKEN_REUSED')
+    }
+    return this.pair(outcome.userId, outcome.sessionId, outcome, outcome.child)
+  }
+
+  private async rotateInTransaction(tx: Queryable, presented: string, requestedOrgId?: string): Promise<RefreshOutcome> {
+    const { config } = this.deps
+    const now = this.now()
+    const found = await repo.lockRefreshToken(tx, hashRefreshToken(presented))
+    if (!found) throw new AppError('REFRESH_FAILED')
+    const { token, session } = found
+    if (session.revokedAt || session.expiresAt <= now) throw new AppError('REFRESH_FAILED')
+
+    const child = childRefreshToken(this.refreshKey, presented)
+    if (token.usedAt) {
+      const existing = await repo.findChildToken(tx, token.id)
+      const withinGrace = now.getTime() - token.usedAt.getTime() <= config.REFRESH_REUSE_GRACE * 1000
+      // An idempotent retry: the immediate parent of the live token, soon after it was used.
+      if (withinGrace && existing && !existing.usedAt && existing.tokenHash === hashRefreshToken(child)) {
+        const membership = await this.membershipFor(tx, session.userId, requestedOrgId ?? session.orgId)
+        await repo.touchSession(tx, session.id, membership.orgId, now)
+        return { kind: 'issued', child, userId: session.userId, sessionId: session.id, ...membership }
+      }
+      await repo.revokeSessions(tx, session.userId, [session.id], now)
+      this.deps.audit.record({ orgId: session.orgId, action: 'refresh.reuse_detected', actorUserId: session.userId, targetType: 'session', targetId: session.id })
+      return { kind: 'reused', userId: session.userId, sessionId: session.id }
+    }
+    if (token.expiresAt <= now) throw new AppError('REFRESH_FAILED')
+
+    const user = await userRepo.findUserById(tx, session.userId)
+    if (!user || user.disabledAt) throw new AppError('REFRESH_FAILED')
+    const membership = await this.membershipFor(tx, session.userId, requestedOrgId ?? session.orgId, !requestedOrgId)
+    await repo.markTokenUsed(tx, token.id, now)
+    await repo.insertRefreshToken(tx, {
+      id: newId('rtk', now.getTime()), sessionId: session.id, parentId: token.id, tokenHash: hashRefreshToken(child),
+      createdAt: now, expiresAt: this.tokenExpiry(now, session.expiresAt),
+    })
+    await repo.touchSession(tx, session.id, membership.orgId, now)
+    return { kind: 'issued', child, userId: session.userId, sessionId: session.id, ...membership }
+  }
+
+  /**
+   * The organization of the new access token. A requested one must be a membership (403);
+   * a session whose organization the user has left falls back to the first one joined.
+   */
+  private async membershipFor(db: Queryable, userId: string, orgId: string, fallback = false) {
+    const found = await orgRepo.findMembership(db, orgId, userId)
+    if (found) return { orgId: found.orgId, role: found.role }
+    const first = fallback ? (await orgRepo.listMembershipsOfUser(db, userId))[0] : undefined
+    if (first) return { orgId: first.orgId, role: first.role }
+    throw new AppError('FORBIDDEN', 'Not a member of this organization')
+  }
+
+  /** Revokes sessions of a user ('all', ids, or those in an organization), except one; every instance is told. */
+  async revoke(userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
+    const revoked = await repo.revokeSessions(this.deps.db, userId, which, this.now(), exceptId)
+    await this.deps.revocation.publishRevokedSessions(revoked)
+    return revoked
+  }
+
+  /** The session a refresh token belongs to, when it is the given user's. */
+  async sessionOfRefreshToken(userId: string, presented: string): Promise<string | undefined> {
+    if (!looksLikeRefreshToken(presented)) return undefined
+    const found = await repo.findRefreshToken(this.deps.db, hashRefreshToken(presented))
+    return found?.session.userId === userId ? found.session.id : undefined
+  }
+
+  async list(userId: string, currentSessionId: string | undefined, limit: number, cursor?: string) {
+    const rows = await repo.listLiveSessions(this.deps.db, userId, this.now(), limit + 1, cursor)
+    return keysetPage(rows, limit, (s) => s.id, (s) => ({
+      id: s.id,
+      user_agent: s.userAgent,
+      ip: s.ip,
+      organization_id: s.orgId,
+      created_at: s.createdAt.toISOString(),
+      last_used_at: s.lastUsedAt.toISOString(),
+      expires_at: s.expiresAt.toISOString(),
+      current: s.id === currentSessionId,
+    }))
+  }
+
+  private pair(userId: string, sessionId: string, membership: { orgId: string; role: Role }, refreshToken: string): TokenPair {
+    const { token, expiresIn } = this.deps.tokens.signAccessToken({
+      userId, orgId: membership.orgId, role: membership.role,
+      scopes: scopesForRole(this.deps.config, membership.role), sessionId,
+    })
+    return { access_token: token, token_type: 'Bearer', expires_in: expiresIn, refresh_token: refreshToken }
+  }
+
+  private tokenExpiry(now: Date, sessionExpiresAt: Date): Date {
+    return new Date(Math.min(now.getTime() + this.deps.config.REFRESH_TOKEN_TTL * 1000, sessionExpiresAt.getTime()))
+  }
+
+  private now() {
+    return new Date(this.deps.clock.now())
+  }
+}

@@ -1,0 +1,130 @@
+// Decides who is calling, once, for every route that declares
+// `config: { auth: { ... } }`: a session access token or an API key, then the
+// organization context (tenancy plugin), then the route's roles and scopes.
+import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
+import type { Role } from '../config.js'
+import { AppError, insufficientScope, unauthorized } from '../errors.js'
+import { looksLikeApiKey } from '../lib/api-key-format.js'
+import { looksLikeRefreshToken } from '../lib/refresh-token.js'
+import { ApiKeyVerifier } from '../modules/api-keys/verifier.js'
+import { errorResponses } from '../schemas/common.js'
+import type { AuthContext, Identity } from './tenancy.js'
+
+export type { AuthContext } from './tenancy.js'
+export type AuthMethod = AuthContext['method']
+
+export interface RouteAuthConfig {
+  /** Credential kinds accepted; default: session only. */
+  methods?: AuthMethod[]
+  /** Session callers must hold one of these roles in the organization context. */
+  roles?: Role[]
+  /** Every one of these scopes is required (sessions get the scopes of their role). */
+  scopes?: string[]
+  /** false: the route acts on the caller, not on an organization (no membership check). */
+  org?: boolean
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    auth?: RouteAuthConfig
+  }
+  interface FastifyRequest {
+    auth: AuthContext | null
+  }
+  interface FastifyInstance {
+    apiKeys: ApiKeyVerifier
+    /** Identifies the caller and resolves its organization context (for routes that authenticate by hand). */
+    authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
+  }
+}
+
+const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i
+const INVALID_TOKEN = 'Invalid or expired token'
+const INVALID_KEY = 'Invalid or missing API key'
+
+export default fp(async (app) => {
+  const { config } = app
+  const apiKeys = new ApiKeyVerifier({
+    db: app.db, clock: app.clock, prefix: config.API_KEY_PREFIX, maxEntries: config.API_KEY_CACHE_MAX, log: app.log, metrics: app.metrics,
+  })
+  app.events.subscribe((event) => {
+    if (event.type === 'api_keys.changed') apiKeys.evict(event.ids)
+  })
+  await apiKeys.resync()
+  app.events.onResync(() => apiKeys.resync())
+  app.decorate('apiKeys', apiKeys)
+  app.decorateRequest('auth', null)
+
+  /** The credential of the request: X-API-Key, else the Authorization bearer (never the query string). */
+  function credentialOf(request: FastifyRequest): { kind: AuthMethod; value: string } {
+    const apiKeyHeader = request.headers['x-api-key']
+    if (typeof apiKeyHeader === 'string') return { kind: 'api_key', value: apiKeyHeader.trim() }
+    const header = request.headers.authorization
+    const match = typeof header === 'string' ? BEARER.exec(header) : null
+    if (!match) throw unauthorized('No bearer token')
+    const value = match[1]!
+    return { kind: looksLikeApiKey(config.API_KEY_PREFIX, value) ? 'api_key' : 'session', value }
+  }
+
+  function credentialKind(request: FastifyRequest): AuthMethod | 'none' {
+    try { return credentialOf(request).kind } catch { return 'none' }
+  }
+
+  async function identify(request: FastifyRequest): Promise<Identity> {
+    const credential = credentialOf(request)
+    if (credential.kind === 'api_key') {
+      const key = await apiKeys.verify(credential.value)
+      if (!key) throw unauthorized(INVALID_KEY)
+      return { method: 'api_key', userId: key.createdByUserId, keyId: key.id, orgId: key.orgId, scopes: key.scopes }
+    }
+    if (looksLikeRefreshToken(credential.value)) throw unauthorized('A refresh token is not an access token')
+    const claims = await app.tokens.verifyAccessToken(request, credential.value)
+    if (app.revocation.isSessionRevoked(claims.sid)) throw unauthorized(INVALID_TOKEN)
+    return { method: 'session', userId: claims.sub, sessionId: claims.sid, orgId: claims.org_id, role: claims.org_role as Role }
+  }
+
+  async function authenticateRequest(request: FastifyRequest, route: RouteAuthConfig): Promise<AuthContext> {
+    const identity = await identify(request)
+    if (!(route.methods ?? ['session']).includes(identity.method)) {
+      throw new AppError('FORBIDDEN', identity.method === 'api_key' ? 'This operation needs a user session' : 'This operation needs an API key')
+    }
+    const auth: AuthContext = route.org === false
+      ? identity.method === 'session'
+        ? { method: 'session', userId: identity.userId, orgId: identity.orgId, role: identity.role, scopes: [], sessionId: identity.sessionId }
+        : { method: 'api_key', userId: identity.userId, orgId: identity.orgId, role: null, scopes: identity.scopes, keyId: identity.keyId }
+      : await app.tenancy.resolveOrgContext(request, identity)
+    if (route.roles && auth.method === 'session' && !route.roles.includes(auth.role!)) {
+      throw new AppError('FORBIDDEN', `Requires the ${route.roles.join(' or ')} role`)
+    }
+    const missing = (route.scopes ?? []).filter((s) => !auth.scopes.includes(s))
+    if (missing.length) {
+      throw insufficientScope(missing)
+    }
+    return auth
+  }
+  app.decorate('authenticateRequest', authenticateRequest)
+
+  // Route-level config, not conditionals: a route opts in, and its contract
+  // gains the 401/403 responses and the security requirement.
+  app.addHook('onRoute', (route) => {
+    const routeAuth = route.config?.auth
+    if (!routeAuth) return
+    const existing = route.preHandler ? [route.preHandler].flat() : []
+    route.preHandler = [async (request: FastifyRequest) => {
+      try {
+        request.auth = await authenticateRequest(request, routeAuth)
+        app.metrics.authOutcome(request.auth.method, 'success')
+      } catch (err) {
+        app.metrics.authOutcome(credentialKind(request), 'failure')
+        throw err
+      }
+    }, ...existing]
+    if (route.schema) {
+      const methods = routeAuth.methods ?? ['session']
+      // Bearer carries a session token or an API key; X-API-Key only a key.
+      route.schema.security = methods.includes('api_key') ? [{ bearerAuth: [] }, { apiKeyHeader: [] }] : [{ bearerAuth: [] }]
+      route.schema.response = { ...errorResponses(401, 403), ...(route.schema.response as object) }
+    }
+  })
+}, { name: 'authenticate', dependencies: ['tokens', 'revocation', 'tenancy', 'events', 'metrics'] })

@@ -1,0 +1,116 @@
+// The contract: @fastify/swagger builds OpenAPI 3.1 from the route schemas;
+// every operation gains the error responses the platform can always return.
+import fp from 'fastify-plugin'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
+import type { FastifySchema } from 'fastify'
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { ErrorSchema, errorResponses } from '../schemas/common.js'
+import { isOptionalBody } from '../schemas/validator.js'
+import { AppError } from '../errors.js'
+import { SHARED_SCHEMAS } from '../modules/auth/schemas.js'
+import { SESSION_SHARED_SCHEMAS } from '../modules/sessions/schemas.js'
+import { ORGANIZATION_SHARED_SCHEMAS } from '../modules/organizations/schemas.js'
+import { API_KEY_SHARED_SCHEMAS } from '../modules/api-keys/schemas.js'
+import { AUDIT_SHARED_SCHEMAS } from '../modules/audit/routes.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The OpenAPI document as YAML, exactly what `npm run openapi` writes. */
+    openapiYaml(): string
+  }
+}
+
+const pkg = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
+
+// Fastify parses a body on these whatever the route declares, so 413/415 can always happen.
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE'])
+
+/** Error statuses any operation can answer: malformed input, rate limit, failure, shutdown. */
+function platformErrors(method: string, schema: FastifySchema): number[] {
+  const statuses = [400, 429, 500, 503]
+  if (schema.body || schema.querystring || schema.params) statuses.push(422)
+  if (BODY_METHODS.has(method)) statuses.push(413, 415)
+  return statuses
+}
+
+export default fp(async (app) => {
+  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS]
+  for (const s of shared) app.addSchema(s)
+
+  // @fastify/swagger marks every request body required; these operations take none as well.
+  const optionalBodies = new Set<string>()
+
+  app.addHook('onRoute', (route) => {
+    if (!route.schema) return
+    // A body declared per content type is only validated when one arrives: require it.
+    const body = route.schema.body as { content?: unknown } | undefined
+    if (body?.content && !isOptionalBody(body)) {
+      const existing = route.preValidation ? [route.preValidation].flat() : []
+      route.preValidation = [async (request) => {
+        if (request.body === undefined || request.body === null) throw new AppError('VALIDATION_ERROR', 'Invalid request body', [{ field: 'body', message: 'is required' }])
+      }, ...existing]
+    }
+    if (route.schema.hide) return
+    if (route.schema.body && isOptionalBody(route.schema.body)) optionalBodies.add(String(route.schema.operationId))
+    const method = [route.method].flat()[0] ?? 'GET'
+    route.schema.response = {
+      ...errorResponses(...platformErrors(String(method), route.schema)),
+      ...(route.schema.response as object),
+    }
+  })
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Portcullis',
+        version: pkg.version,
+        description: 'Multi-tenant authentication for B2B API platforms: accounts, sessions, organizations, API keys, two-factor, gateway verification.',
+        license: { name: 'UNLICENSED', identifier: 'UNLICENSED' },
+      },
+      tags: [
+        { name: 'auth', description: 'Accounts and login' },
+        { name: 'sessions', description: 'Refresh, logout, sessions' },
+        { name: 'two-factor', description: 'TOTP two-factor authentication and recovery codes' },
+        { name: 'organizations', description: 'Organizations, members, audit log' },
+        { name: 'api-keys', description: 'Organization API keys' },
+        { name: 'gateway', description: 'Forward-auth, introspection, revocation' },
+        { name: 'keys', description: 'Token signing keys and discovery' },
+        { name: 'operations', description: 'Health and readiness' },
+      ],
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer', description: 'An access token from login, or (where the operation accepts keys) an API key' },
+          apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An organization API key' },
+        },
+      },
+    },
+    transformObject: (documentObject) => {
+      const { openapiObject } = documentObject as { openapiObject: Record<string, unknown> & { paths?: Record<string, unknown> } }
+      for (const methods of Object.values(openapiObject.paths ?? {})) {
+        for (const op of Object.values(methods as Record<string, { operationId?: string; requestBody?: { required?: boolean } }>)) {
+          if (op.requestBody && optionalBodies.has(String(op.operationId))) op.requestBody.required = false
+        }
+      }
+      return openapiObject as never
+    },
+    // Components are named after their $id, not def-N.
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  })
+
+  let yaml: string | undefined
+  app.decorate('openapiYaml', () => (yaml ??= app.swagger({ yaml: true })))
+
+  const hidden = { schema: { hide: true } }
+  for (const path of ['/openapi.yaml', '/api/v1/openapi.yaml']) {
+    app.get(path, hidden, async (_request, reply) =>
+      reply.type('application/yaml; charset=utf-8').header('cache-control', 'public, max-age=60').send(app.openapiYaml()))
+  }
+  // An interactive reference rendered from the same document; its assets ship with the package (no CDN).
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } })
+
+  app.get('/openapi.json', hidden, async (_request, reply) =>
+    reply.type('application/json; charset=utf-8').header('cache-control', 'public, max-age=60').send(JSON.stringify(app.swagger())))
+}, { name: 'openapi' })

@@ -1,0 +1,61 @@
+// Rate limits (@fastify/rate-limit): a per-credential limit on every route,
+// and per-IP limits that routes declare in `config.rateLimit` (login,
+// register, refresh, verify-2fa). Counters live in Redis when REDIS_URL is
+// set, else in memory. A Redis outage fails open: requests are served and
+// the failure is logged, never a 500.
+import fp from 'fastify-plugin'
+import rateLimit from '@fastify/rate-limit'
+import type { FastifyRequest } from 'fastify'
+import { Redis } from 'ioredis'
+import { createHash } from 'node:crypto'
+import { AppError } from '../errors.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Per-IP limit for a route: `config: { rateLimit: app.ipRateLimit(10) }`. */
+    ipRateLimit(perMinute: number): { max: number; timeWindow: number; keyGenerator: (request: FastifyRequest) => string }
+  }
+}
+
+const MINUTE = 60_000
+
+/** The client IP (X-Forwarded-For only through TRUST_PROXY, via Fastify's request.ip). */
+const byIp = (request: FastifyRequest) => `ip:${request.ip}`
+
+/** The credential when there is one (hashed: raw tokens never become store keys), else the IP. */
+function byCredential(request: FastifyRequest): string {
+  const credential = request.headers['x-api-key'] ?? request.headers.authorization
+  if (typeof credential !== 'string' || !credential) return byIp(request)
+  return `cred:${createHash('sha256').update(credential).digest('base64url').slice(0, 22)}`
+}
+
+export default fp(async (app) => {
+  const { config } = app
+  let redis: Redis | undefined
+  if (config.REDIS_URL) {
+    redis = new Redis(config.REDIS_URL, {
+      // Fail fast while Redis is away, so requests are not held up waiting for it.
+      enableOfflineQueue: false, maxRetriesPerRequest: 0, connectTimeout: 1000, commandTimeout: 500, lazyConnect: true,
+    })
+    redis.on('error', (err) => {
+      app.metrics.rateLimitStoreError()
+      app.log.warn({ err: err.message }, 'rate-limit store unavailable; limits fail open')
+    })
+    await redis.connect().catch(() => { /* fail open; ioredis keeps reconnecting */ })
+    app.addHook('onClose', async () => { redis?.disconnect() })
+  }
+
+  await app.register(rateLimit, {
+    global: config.RATE_LIMIT_GLOBAL > 0,
+    max: config.RATE_LIMIT_GLOBAL || 1,
+    timeWindow: MINUTE,
+    keyGenerator: byCredential,
+    ...(redis ? { redis, nameSpace: 'portcullis-rl:' } : {}),
+    skipOnError: true,
+    enableDraftSpec: true, // RateLimit-Limit / -Remaining / -Reset, plus Retry-After on 429
+    errorResponseBuilder: (_request, context) =>
+      new AppError('RATE_LIMITED', `Too many requests; retry in ${Math.ceil(context.ttl / 1000)} s`),
+  })
+
+  app.decorate('ipRateLimit', (perMinute: number) => ({ max: perMinute, timeWindow: MINUTE, keyGenerator: byIp }))
+}, { name: 'rate-limit', dependencies: ['metrics'] })

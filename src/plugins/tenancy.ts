@@ -1,0 +1,101 @@
+// The organization a request acts in: the path's {org_id}, else X-Org-ID,
+// else the credential's own organization. Sessions must be members of it
+// (memberships cached per instance, changes pushed through the cluster
+// channel); an API key's organization is fixed.
+import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
+import type { Role } from '../config.js'
+import { AppError } from '../errors.js'
+import { ID_PATTERN } from '../lib/ids.js'
+import { findMembership } from '../modules/organizations/repository.js'
+import { scopesForRole } from '../modules/sessions/service.js'
+
+/** Who is calling, before an organization is chosen. */
+export type Identity =
+  | { method: 'session'; userId: string; sessionId: string; orgId: string; role: Role }
+  | { method: 'api_key'; userId: string; keyId: string; orgId: string; scopes: string[] }
+
+export interface AuthContext {
+  method: Identity['method']
+  userId: string
+  /** The organization context of the request. */
+  orgId: string
+  /** The caller's role in it; null for API keys. */
+  role: Role | null
+  scopes: string[]
+  sessionId?: string
+  keyId?: string
+}
+
+export interface Tenancy {
+  resolveOrgContext(request: FastifyRequest, identity: Identity): Promise<AuthContext>
+  /** The user's role in the organization, from the cache when possible; null when not a member. */
+  membershipRole(orgId: string, userId: string): Promise<Role | null>
+  /** Tells every instance that a membership changed (role, added, removed). */
+  publishMembershipChange(orgId: string, userId: string): Promise<void>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    tenancy: Tenancy
+  }
+}
+
+const ORG_ID = new RegExp(ID_PATTERN('org'))
+const notMember = () => new AppError('FORBIDDEN', 'Not a member of this organization')
+
+export default fp(async (app) => {
+  const { clock, config } = app
+  const ttlMs = config.MEMBERSHIP_CACHE_TTL * 1000
+  const cache = new Map<string, { role: Role | null; until: number }>()
+  const cacheKey = (orgId: string, userId: string) => `${orgId}:${userId}`
+
+  // Bumped by every change: a lookup that raced one is answered but not cached.
+  let generation = 0
+  app.events.subscribe((event) => {
+    if (event.type !== 'memberships.changed') return
+    generation++
+    cache.delete(cacheKey(event.orgId, event.userId))
+  })
+
+  async function membershipRole(orgId: string, userId: string): Promise<Role | null> {
+    const key = cacheKey(orgId, userId)
+    const now = clock.now()
+    const hit = cache.get(key)
+    if (hit && hit.until > now) return hit.role
+    const before = generation
+    const role = (await findMembership(app.db, orgId, userId))?.role ?? null
+    if (before !== generation) return role
+    cache.delete(key)
+    cache.set(key, { role, until: now + ttlMs })
+    if (cache.size > config.API_KEY_CACHE_MAX) cache.delete(cache.keys().next().value as string)
+    return role
+  }
+
+  function requestedOrg(request: FastifyRequest): string | undefined {
+    const fromPath = (request.params as { org_id?: string } | undefined)?.org_id
+    if (fromPath) return fromPath
+    const header = request.headers['x-org-id']
+    return typeof header === 'string' ? header.trim() || undefined : undefined
+  }
+
+  app.decorate('tenancy', {
+    membershipRole,
+    async resolveOrgContext(request, identity) {
+      const orgId = requestedOrg(request) ?? identity.orgId
+      if (identity.method === 'api_key') {
+        if (orgId !== identity.orgId) throw new AppError('FORBIDDEN', 'This API key belongs to another organization')
+        return { method: 'api_key', userId: identity.userId, orgId, role: null, scopes: identity.scopes, keyId: identity.keyId }
+      }
+      const role = ORG_ID.test(orgId) ? await membershipRole(orgId, identity.userId) : null
+      if (!role) throw notMember()
+      return {
+        method: 'session', userId: identity.userId, orgId, role,
+        scopes: scopesForRole(config, role), sessionId: identity.sessionId,
+      }
+    },
+    async publishMembershipChange(orgId, userId) {
+      await app.events.publish({ type: 'memberships.changed', orgId, userId })
+    },
+  } satisfies Tenancy)
+}, { name: 'tenancy', dependencies: ['db', 'events'] })

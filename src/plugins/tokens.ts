@@ -1,0 +1,152 @@
+// Access tokens (RFC 9068 JWTs) signed by the key ring's current key and
+// verified against its published keys, through @fastify/jwt / fast-jwt.
+import fp from 'fastify-plugin'
+import fastifyJwt from '@fastify/jwt'
+import type { FastifyRequest } from 'fastify'
+import { randomUUID } from 'node:crypto'
+import { createSigner } from 'fast-jwt'
+import { KeyRing, type SigningKey } from '../modules/keys/service.js'
+import { unauthorized } from '../errors.js'
+
+export interface AccessTokenClaims {
+  iss: string
+  aud: string
+  sub: string
+  org_id: string
+  org_role: string
+  scope: string
+  sid: string
+  jti: string
+  iat: number
+  exp: number
+}
+
+export interface AccessTokenInput {
+  userId: string
+  orgId: string
+  role: string
+  scopes: readonly string[]
+  sessionId: string
+}
+
+export interface TokenService {
+  signAccessToken(input: AccessTokenInput): { token: string; expiresIn: number }
+  /** Verifies signature, alg, typ, iss, aud, exp, nbf and kid; throws 401 otherwise. */
+  verifyAccessToken(request: FastifyRequest, token: string): Promise<AccessTokenClaims>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    keyRing: KeyRing
+    tokens: TokenService
+    /** Rotates the signing keys and tells every instance to reload them. */
+    rotateSigningKeys(): Promise<{ current: string; next: string }>
+  }
+  interface FastifyRequest {
+    /** The raw JWT handed to @fastify/jwt's extractToken. */
+    accessTokenCandidate?: string
+  }
+}
+
+declare module '@fastify/jwt' {
+  interface FastifyJWT {
+    payload: AccessTokenClaims
+    user: AccessTokenClaims
+  }
+}
+
+const TOKEN_TYPE = 'at+jwt'
+
+export default fp(async (app) => {
+  const { config, clock } = app
+  const keyRing = new KeyRing({
+    db: app.db,
+    clock,
+    secretKey: config.secretKey!,
+    algorithm: config.JWT_ALGORITHM,
+    accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL,
+  })
+  await keyRing.ensureKeys()
+
+  await app.register(fastifyJwt, {
+    secret: {
+      // Signing goes through signerFor() below; @fastify/jwt verifies.
+      private: (_request: unknown, _payload: unknown, cb: (e: Error | null, k?: string) => void) => cb(null, keyRing.current.privatePem),
+      // Only a kid of the key ring resolves; jku, jwk and x5u headers are never followed.
+      // The token's alg must be the one its key was made for (keys made before a JWT_ALGORITHM change keep verifying).
+      public: (_request: unknown, token: { header?: { kid?: unknown; alg?: unknown } }, cb: (e: Error | null, k?: string) => void) => {
+        const key = keyRing.publicKey(token.header?.kid)
+        if (key && token.header?.alg === key.alg) cb(null, key.publicPem)
+        else cb(unauthorized('Invalid or expired token'))
+      },
+    },
+    decode: { complete: true },
+    verify: {
+      // Asymmetric only: never none or HMAC, whatever a token's header says.
+      algorithms: ['ES256', 'EdDSA', 'RS256'],
+      allowedIss: config.JWT_ISSUER,
+      allowedAud: config.JWT_AUDIENCE,
+      checkTyp: TOKEN_TYPE,
+      clockTolerance: 30_000,
+      requiredClaims: ['sub', 'sid', 'org_id', 'jti', 'exp', 'iat', 'iss', 'aud'],
+      // A token seen before skips the signature check (fast-jwt still enforces exp); revocation is checked apart.
+      cache: 10_000,
+      extractToken: (request: FastifyRequest) => request.accessTokenCandidate,
+    },
+  } as never)
+
+  // One fast-jwt signer per signing key, built once (key parsing is the costly part).
+  const signers = new Map<string, (claims: AccessTokenClaims) => string>()
+  const signerFor = (key: SigningKey) => {
+    let signer = signers.get(key.kid)
+    if (!signer) {
+      signers.clear()
+      // `typ` is a signer option of fast-jwt 6 that its type definitions do not list yet.
+      signer = createSigner({ key: key.privatePem, algorithm: key.alg, kid: key.kid, typ: TOKEN_TYPE } as { key: string }) as (claims: AccessTokenClaims) => string
+      signers.set(key.kid, signer)
+    }
+    return signer
+  }
+
+  const tokens: TokenService = {
+    signAccessToken(input) {
+      const key = keyRing.current
+      const iat = Math.floor(clock.now() / 1000)
+      const claims: AccessTokenClaims = {
+        iss: config.JWT_ISSUER,
+        aud: config.JWT_AUDIENCE,
+        sub: input.userId,
+        org_id: input.orgId,
+        org_role: input.role,
+        scope: input.scopes.join(' '),
+        sid: input.sessionId,
+        jti: randomUUID(),
+        iat,
+        exp: iat + config.ACCESS_TOKEN_TTL,
+      }
+      return { token: signerFor(key)(claims), expiresIn: config.ACCESS_TOKEN_TTL }
+    },
+    async verifyAccessToken(request, token) {
+      request.accessTokenCandidate = token
+      try {
+        return await request.jwtVerify<AccessTokenClaims>()
+      } catch {
+        // Every failure (bad signature, alg, typ, kid, claim, expiry) looks the same to the caller.
+        throw unauthorized('Invalid or expired token')
+      }
+    },
+  }
+
+  app.events.subscribe((event) => {
+    if (event.type === 'keys.rotated') keyRing.reload().catch((err) => app.log.error({ err }, 'key ring reload failed'))
+  })
+  app.events.onResync(() => keyRing.reload())
+
+  app.decorate('keyRing', keyRing)
+  app.decorate('tokens', tokens)
+  app.decorate('rotateSigningKeys', async () => {
+    const result = await keyRing.rotate()
+    await app.events.publish({ type: 'keys.rotated' })
+    return result
+  })
+}, { name: 'tokens', dependencies: ['db', 'events'] })
