@@ -114,12 +114,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
       app.log.info('stopped accepting connections')
     }
   })
-  app.addHook('onRequest', async () => {
-    if (closing) throw new AppError('SERVICE_UNAVAILABLE', 'Shutting down', undefined, { 'retry-after': '5' })
+  // Callback-style hooks: they run on every request, and an async hook costs a promise each.
+  app.addHook('onRequest', (_request, _reply, done) => {
+    done(closing ? new AppError('SERVICE_UNAVAILABLE', 'Shutting down', undefined, { 'retry-after': '5' }) : undefined)
   })
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     reply.header('x-request-id', request.id)
     if (closing) reply.header('connection', 'close')
+    done(null, payload)
   })
 
   await app.register(errors)

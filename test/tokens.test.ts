@@ -173,6 +173,22 @@ t.test('forged and mis-claimed tokens are 401 UNAUTHORIZED on /auth/me', async (
   })
 })
 
+t.test('a token verified before is still refused once it expires (the verification shortcut re-checks exp)', async (t) => {
+  const fresh = (await register(app)).access_token as string
+  await assertAccepted(t, fresh, 'fresh token, first use')
+  await assertAccepted(t, fresh, 'fresh token, second use (remembered)')
+  // Expiry is checked against the system clock (as fast-jwt does): move it past exp + the 30 s tolerance.
+  const { exp } = jose.decodeJwt(fresh)
+  const realNow = Date.now
+  Date.now = () => (exp! + 31) * 1000
+  try {
+    await assertRejected(t, fresh, 'the same token 31 s after exp')
+  } finally {
+    Date.now = realNow
+  }
+  await assertAccepted(t, fresh, 'and accepted again once the clock is back (nothing else was changed)')
+})
+
 t.test('key rotation: old tokens keep working, new tokens use the promoted key', async (t) => {
   const before = await fetchJwks()
   const oldCurrent = realKid

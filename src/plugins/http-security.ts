@@ -1,12 +1,43 @@
-// Browser-facing hygiene: security headers (helmet) on every response, and
-// CORS for the dashboards named in CORS_ORIGINS (off when empty).
+// Browser-facing hygiene: security headers on every response, and CORS for
+// the dashboards named in CORS_ORIGINS (off when empty).
+//
+// The headers are helmet's defaults (no CSP: a JSON API has no HTML to protect,
+// and /docs sets its own). For one configuration they never change, so helmet
+// runs once at start-up and each response gets the resulting set in one sync
+// hook; @fastify/helmet ran helmet's eleven middlewares in two hooks per request.
+// A route opts out with `config: { securityHeaders: false }` (forward-auth: a
+// gateway consumes that answer, no browser renders it).
 import fp from 'fastify-plugin'
 import cors from '@fastify/cors'
-import helmet from '@fastify/helmet'
+import helmet, { type HelmetOptions } from 'helmet'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** false: no browser security headers on this route. */
+    securityHeaders?: false
+  }
+}
+
+const HELMET_OPTIONS: HelmetOptions = { contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'same-site' } }
+
+/** The headers helmet sets for these options, captured from one dry run. */
+export function securityHeadersOf(options: HelmetOptions): Record<string, string> {
+  const headers: Record<string, string> = {}
+  const response = {
+    setHeader: (name: string, value: string) => { headers[name.toLowerCase()] = String(value) },
+    removeHeader: () => {},
+  }
+  helmet(options)({} as IncomingMessage, response as unknown as ServerResponse, (err?: unknown) => { if (err) throw err })
+  return headers
+}
 
 export default fp(async (app) => {
-  // JSON API: no HTML to protect with a CSP, except /docs, whose plugin sets its own.
-  await app.register(helmet, { global: true, contentSecurityPolicy: false, crossOriginResourcePolicy: { policy: 'same-site' } })
+  const headers = securityHeadersOf(HELMET_OPTIONS)
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.routeOptions.config.securityHeaders !== false) reply.headers(headers)
+    done()
+  })
 
   const origins = app.config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean)
   if (origins.length) {

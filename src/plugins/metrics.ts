@@ -35,8 +35,9 @@ export default fp(async (app) => {
   const keyCache = new Counter({ name: 'portcullis_api_key_cache_lookups_total', help: 'API-key verifications by cache result', labelNames: ['result'], registers: [registry] })
   const storeErrors = new Counter({ name: 'portcullis_rate_limit_store_errors_total', help: 'Rate-limit store failures (limits failed open)', registers: [registry] })
 
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     duration.observe({ method: request.method, route: request.routeOptions.url ?? 'unknown', status_code: reply.statusCode }, reply.elapsedTime / 1000)
+    done()
   })
 
   app.decorate('metrics', {

@@ -7,7 +7,7 @@ import fp from 'fastify-plugin'
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { AppError } from '../errors.js'
 
 declare module 'fastify' {
@@ -26,7 +26,7 @@ const byIp = (request: FastifyRequest) => `ip:${request.ip}`
 function byCredential(request: FastifyRequest): string {
   const credential = request.headers['x-api-key'] ?? request.headers.authorization
   if (typeof credential !== 'string' || !credential) return byIp(request)
-  return `cred:${createHash('sha256').update(credential).digest('base64url').slice(0, 22)}`
+  return `cred:${hash('sha256', credential, 'base64url').slice(0, 22)}`
 }
 
 export default fp(async (app) => {

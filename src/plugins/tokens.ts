@@ -56,6 +56,8 @@ declare module '@fastify/jwt' {
 }
 
 const TOKEN_TYPE = 'at+jwt'
+const CLOCK_TOLERANCE_MS = 30_000
+const VERIFIED_TOKENS_MAX = 10_000
 
 export default fp(async (app) => {
   const { config, clock } = app
@@ -87,10 +89,8 @@ export default fp(async (app) => {
       allowedIss: config.JWT_ISSUER,
       allowedAud: config.JWT_AUDIENCE,
       checkTyp: TOKEN_TYPE,
-      clockTolerance: 30_000,
+      clockTolerance: CLOCK_TOLERANCE_MS,
       requiredClaims: ['sub', 'sid', 'org_id', 'jti', 'exp', 'iat', 'iss', 'aud'],
-      // A token seen before skips the signature check (fast-jwt still enforces exp); revocation is checked apart.
-      cache: 10_000,
       extractToken: (request: FastifyRequest) => request.accessTokenCandidate,
     },
   } as never)
@@ -107,6 +107,13 @@ export default fp(async (app) => {
     }
     return signer
   }
+
+  // Tokens that passed the full check, by their exact text: a token seen again skips
+  // @fastify/jwt's two decodes and the ECDSA check (fast-jwt's own cache would hash
+  // every token to find it). Expiry is re-checked on each hit, revocation is checked
+  // apart, and any key-ring reload empties it so retired keys stop verifying at once.
+  const verified = new Map<string, AccessTokenClaims>()
+  let verifiedUnder = keyRing.generation
 
   const tokens: TokenService = {
     signAccessToken(input) {
@@ -127,13 +134,28 @@ export default fp(async (app) => {
       return { token: signerFor(key)(claims), expiresIn: config.ACCESS_TOKEN_TTL }
     },
     async verifyAccessToken(request, token) {
+      if (verifiedUnder !== keyRing.generation) {
+        verified.clear()
+        verifiedUnder = keyRing.generation
+      }
+      const seen = verified.get(token)
+      // fast-jwt checks exp against the system clock; so does this shortcut.
+      if (seen && seen.exp * 1000 + CLOCK_TOLERANCE_MS > Date.now()) return seen
+      const generation = verifiedUnder
       request.accessTokenCandidate = token
+      let claims: AccessTokenClaims
       try {
-        return await request.jwtVerify<AccessTokenClaims>()
+        claims = Object.freeze(await request.jwtVerify<AccessTokenClaims>())
       } catch {
         // Every failure (bad signature, alg, typ, kid, claim, expiry) looks the same to the caller.
         throw unauthorized('Invalid or expired token')
       }
+      // A reload that landed while this token was checked may have retired its key: answer, but do not remember.
+      if (generation !== keyRing.generation) return claims
+      verified.delete(token)
+      verified.set(token, claims)
+      if (verified.size > VERIFIED_TOKENS_MAX) verified.delete(verified.keys().next().value as string)
+      return claims
     },
   }
 

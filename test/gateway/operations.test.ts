@@ -272,6 +272,22 @@ t.test('security headers (helmet defaults) on API responses, errors included', a
     t.ok(res.headers['x-frame-options'], `${label}: X-Frame-Options`)
     t.match(res.headers['strict-transport-security'], /max-age=\d+/, `${label}: Strict-Transport-Security`)
   }
+  const missing = await get('/api/v1/no-such-route', {})
+  t.equal(missing.statusCode, 404)
+  t.equal(missing.headers['x-content-type-options'], 'nosniff', '404: X-Content-Type-Options')
+  t.equal(missing.headers['referrer-policy'], 'no-referrer', '404: Referrer-Policy')
+  t.equal(missing.headers['cross-origin-resource-policy'], 'same-site', '404: Cross-Origin-Resource-Policy')
+})
+
+t.test('forward-auth answers carry no browser security headers (a gateway consumes them)', async (t) => {
+  for (const [label, headers] of [['200', bearer(owner.access_token)], ['401', {}]] as const) {
+    const res = await get('/api/v1/auth/verify', headers)
+    t.equal(String(res.statusCode), label)
+    for (const name of ['x-content-type-options', 'x-frame-options', 'strict-transport-security', 'referrer-policy']) {
+      t.notOk(res.headers[name], `${label}: no ${name}`)
+    }
+    t.ok(res.headers['x-request-id'], `${label}: X-Request-Id still set`)
+  }
 })
 
 t.test('CORS: only for the origins in CORS_ORIGINS', async (t) => {

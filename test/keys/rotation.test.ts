@@ -96,8 +96,13 @@ t.test('a previous key is retired ACCESS_TOKEN_TTL + 60 s after it stopped signi
   const clock = new FakeClock()
   const app = await buildTestApp(t, { env: FAST_ARGON2, clock })
   const first = app.keyRing.current.kid
+  // Verified (and so remembered by the verification shortcut) while its key signs.
+  const token = await issue(app)
+  t.equal(headerOf(token).kid, first)
+  t.equal(await meStatus(app, token), 200, 'a token of the first key verifies')
   await app.rotateSigningKeys()
   t.ok((await jwksKids(app)).includes(first), 'published as previous right after the rotation')
+  t.equal(await meStatus(app, token), 200, 'its token still verifies after the rotation')
 
   clock.advance((ACCESS_TOKEN_TTL + 59) * 1000)
   await app.keyRing.reload()
@@ -107,6 +112,8 @@ t.test('a previous key is retired ACCESS_TOKEN_TTL + 60 s after it stopped signi
   await app.keyRing.reload()
   t.notOk((await jwksKids(app)).includes(first), 'gone from the JWKS at TTL + 61 s')
   t.equal(app.keyRing.publicKey(first), undefined, 'and no longer verifies anything')
+  // The token itself has not expired (its exp is checked against the system clock), only its key is gone.
+  t.equal(await meStatus(app, token), 401, 'a token verified before is refused once its key is retired')
 
   const second = app.keyRing.current.kid
   await app.rotateSigningKeys()

@@ -48,7 +48,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
   }
   // Browser security headers are skipped here: a gateway consumes this answer, no browser renders it.
-  const hotPath = { auth: { methods: EITHER }, helmet: false as const }
+  const hotPath = { auth: { methods: EITHER }, securityHeaders: false as const }
   app.get('/api/v1/auth/verify', {
     config: hotPath,
     schema: {

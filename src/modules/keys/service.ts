@@ -39,6 +39,8 @@ function generateKeyPair(alg: SigningAlgorithm) {
 
 export class KeyRing {
   private published = new Map<string, PublishedKey>()
+  /** Bumped by every reload: whatever remembers a verification result compares it. */
+  generation = 0
   private signing: SigningKey | undefined
   private readonly sealKey: Buffer
 
@@ -113,6 +115,7 @@ export class KeyRing {
     if (!signing) throw new Error('no current signing key')
     this.published = published
     this.signing = signing
+    this.generation++
   }
 
   private previousCutoff(now: Date): Date {
