@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap'
 import { buildTestApp, FAST_ARGON2 } from './helpers/app.js'
 import { bearer, register, STRONG_PASSWORD } from './helpers/api.js'
+import { AppError } from '../src/errors.js'
 
 const app = await buildTestApp(t, {
   env: { ...FAST_ARGON2, BODY_LIMIT: '65536' },
@@ -133,4 +134,14 @@ t.test('request ids: a sane X-Request-Id is echoed, anything else replaced', asy
   t.match(hostile.headers['x-request-id'], /^req_[0-9a-z]{26}$/)
   const none = await app.inject({ method: 'GET', url: '/healthz' })
   t.match(none.headers['x-request-id'], /^req_/)
+})
+
+t.test('a 4xx AppError skips the stack capture; a 5xx keeps its stack; the global limit is left as it was', async (t) => {
+  const limit = Error.stackTraceLimit
+  t.notMatch(new AppError('UNAUTHORIZED').stack ?? '', /\n\s+at /, '401: no stack frames')
+  t.notMatch(new AppError('VALIDATION_ERROR').stack ?? '', /\n\s+at /, '422: no stack frames')
+  t.match(new AppError('SERVICE_UNAVAILABLE').stack ?? '', /\n\s+at /, '503: stack frames kept')
+  t.match(new AppError('INTERNAL_ERROR').stack ?? '', /\n\s+at /, '500: stack frames kept')
+  t.equal(Error.stackTraceLimit, limit, 'Error.stackTraceLimit unchanged')
+  t.match(new Error('plain').stack ?? '', /\n\s+at /, 'other errors still capture stacks')
 })
