@@ -12,6 +12,10 @@ RUN npm run build
 # Runtime stage: production dependencies only, non-root.
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000 DATA_DIR=/data
+# One glibc malloc arena: each argon2 hash takes 19 MiB, and with an arena per
+# libuv thread glibc kept a freed block in each (RSS 205 MB after 160 logins
+# instead of 142 MB); login throughput measured the same (npm run bench).
+ENV MALLOC_ARENA_MAX=1
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY scripts ./scripts

@@ -49,8 +49,23 @@ function load(opts: autocannon.Options): Promise<Run> {
 }
 
 async function ceilingScript(args: string[]): Promise<Record<string, number>> {
-  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/bench/ceilings.ts', ...args], { cwd: ROOT, maxBuffer: 1 << 20 })
+  // The same runtime settings as the service, so the ratio compares like with like.
+  const env = { ...process.env, ...dockerfileEnv(RUNTIME_ENV) }
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/bench/ceilings.ts', ...args], { cwd: ROOT, env, maxBuffer: 1 << 20 })
   return JSON.parse(stdout.trim().split('\n').pop()!)
+}
+
+const RUNTIME_ENV = ['MALLOC_ARENA_MAX']
+
+/** Runtime settings the Dockerfile sets with ENV (only the named ones: HOST, PORT and DATA_DIR are the bench's own). */
+function dockerfileEnv(names: string[]): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const line of readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split('\n')) {
+    if (!line.startsWith('ENV ')) continue
+    for (const [, name, value] of line.slice(4).matchAll(/(\w+)=(\S+)/g)) if (names.includes(name!)) env[name!] = value!
+  }
+  for (const name of names) if (!(name in env)) throw new Error(`the Dockerfile no longer sets ${name}`)
+  return env
 }
 
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
@@ -65,9 +80,10 @@ async function main() {
 
   const portcullisPort = await freePort()
   const helloPort = await freePort()
-  // The production build, as the Dockerfile runs it.
+  // The production build, as the Dockerfile runs it (with the Dockerfile's ENV).
   await promisify(execFile)('npm', ['run', '-s', 'build'], { cwd: ROOT })
   const service = await startProcess(['dist/server.js'], {
+    ...dockerfileEnv(RUNTIME_ENV),
     DATABASE_URL: dbUrl, SECRET_KEY: randomBytes(32).toString('base64'), LOG_LEVEL: 'warn', HOST: '127.0.0.1',
     // The per-IP limits would stop a load test from one address; the global limiter stays on the path.
     RATE_LIMIT_LOGIN: '100000', RATE_LIMIT_REGISTER: '100000', RATE_LIMIT_REFRESH: '100000', RATE_LIMIT_GLOBAL: '100000000',
