@@ -3,6 +3,7 @@
 import { join } from 'node:path'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import * as schema from './schema.js'
+import { withDeadline } from './deadline.js'
 import type { Config } from '../config.js'
 
 export type Schema = typeof schema
@@ -78,7 +79,7 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
     connection: { application_name: 'portcullis' },
   }
   const client = postgres(url, { ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60 })
-  const db = drizzle(client, { schema }) as unknown as Database
+  const db = drizzle(withDeadline(client, config.DATABASE_QUERY_TIMEOUT), { schema }) as unknown as Database
   return {
     db,
     mode: 'postgres',

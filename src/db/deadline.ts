@@ -1,0 +1,97 @@
+// A deadline for every PostgreSQL statement and transaction (postgres.js has no
+// client-side query timeout). When the database stops, new connections fail
+// within connect_timeout; when it hangs (a frozen host, a network black hole),
+// an open connection simply never answers, and without this a request would
+// wait as long as the database does. Past the deadline the caller gets an
+// error the error handler answers with 503; the statement is cancelled when the
+// server can still hear it.
+//
+// What a deadline cannot settle: when COMMIT itself times out, the transaction
+// may still commit once the database answers. It commits whole or not at all.
+import type { Sql } from 'postgres'
+
+/** Recognised by the error handler as "database unavailable" (503). */
+export class QueryTimeoutError extends Error {
+  readonly code = 'QUERY_TIMEOUT'
+  constructor(what: string, ms: number) {
+    super(`PostgreSQL did not answer ${what} within ${ms} ms`)
+    this.name = 'QueryTimeoutError'
+  }
+}
+
+type Query = ReturnType<Sql['unsafe']>
+type Fail = (err: Error) => void
+
+/**
+ * The client Drizzle is given: `unsafe` (every Drizzle statement) and `begin`
+ * (every Drizzle transaction) run under `ms`; everything else is the client itself.
+ */
+export function withDeadline(client: Sql, ms: number): Sql {
+  return guard(client, ms)
+}
+
+function guard(client: Sql, ms: number, onTimeout?: Fail): Sql {
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      if (prop === 'unsafe') return (...args: Parameters<Sql['unsafe']>) => deadlined(target.unsafe(...args), ms, onTimeout)
+      if (prop === 'begin' && !onTimeout) return (...args: unknown[]) => beginWithDeadline(target, ms, args)
+      return Reflect.get(target, prop, receiver)
+    },
+  })
+}
+
+/** A statement: what Drizzle uses of it (`values()` and awaiting), raced against the deadline. */
+function deadlined(query: Query, ms: number, onTimeout?: Fail) {
+  let outcome: Promise<unknown> | undefined
+  const run = () => outcome ??= new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      const err = new QueryTimeoutError('a statement', ms)
+      Promise.resolve(query.cancel()).catch(() => {})
+      onTimeout?.(err)
+      reject(err)
+    }, ms)
+    query.then((rows) => { clearTimeout(timer); resolve(rows) }, (err: unknown) => { clearTimeout(timer); reject(err) })
+  })
+  const guarded = {
+    values() { query.values(); return guarded },
+    then<A, B>(onFulfilled?: (rows: any) => A | PromiseLike<A>, onRejected?: (err: any) => B | PromiseLike<B>) {
+      return run().then(onFulfilled, onRejected)
+    },
+    catch<B>(onRejected?: (err: any) => B | PromiseLike<B>) { return run().catch(onRejected) },
+  }
+  return guarded as unknown as Query
+}
+
+/**
+ * `sql.begin` in three phases, each under `ms`: getting a connection and BEGIN,
+ * each statement inside, and COMMIT. A transaction given up before its body
+ * started never runs it (the body throws, so postgres.js rolls back).
+ */
+function beginWithDeadline(client: Sql, ms: number, args: unknown[]): Promise<unknown> {
+  const body = args[args.length - 1] as (sql: Sql) => Promise<unknown>
+  const options = args.slice(0, -1) as [string?]
+  return new Promise((resolve, reject) => {
+    let settled = false
+    let timer: NodeJS.Timeout | undefined
+    const fail: Fail = (err) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      reject(err)
+    }
+    timer = setTimeout(() => fail(new QueryTimeoutError('BEGIN', ms)), ms)
+    const transaction = (client.begin as (...a: unknown[]) => Promise<unknown>)(...options, async (sql: Sql) => {
+      clearTimeout(timer)
+      if (settled) throw new QueryTimeoutError('BEGIN', ms)
+      const result = await body(guard(sql, ms, fail))
+      if (!settled) timer = setTimeout(() => fail(new QueryTimeoutError('COMMIT', ms)), ms)
+      return result
+    })
+    transaction.then((value) => {
+      if (settled) return
+      settled = true
+      clearTimeout(timer)
+      resolve(value)
+    }, fail)
+  })
+}

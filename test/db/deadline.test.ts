@@ -1,0 +1,86 @@
+// The PostgreSQL deadline (src/db/deadline.ts) against a real server: a
+// statement, a transaction's statement and a transaction that cannot even
+// begin are given up after the deadline with an error the service answers
+// with 503, nothing of a given-up transaction is committed, and the pool keeps
+// working afterwards. A slow statement (pg_sleep) stands in for a hung server;
+// the frozen-server case runs in test/reliability/database-faults.test.ts.
+import t from 'tap'
+import { randomBytes } from 'node:crypto'
+import postgres from 'postgres'
+import { drizzle } from 'drizzle-orm/postgres-js'
+import { sql } from 'drizzle-orm'
+import { QueryTimeoutError, withDeadline } from '../../src/db/deadline.js'
+import { isDatabaseUnavailable } from '../../src/plugins/errors.js'
+import { freshDatabaseUrl, TEST_DATABASE_URL } from '../helpers/app.js'
+
+const DEADLINE_MS = 300
+/** A bound on "promptly" that leaves room for a loaded CI machine but is far below the 1.5 s sleep. */
+const PROMPT_MS = 1200
+
+t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATABASE_URL not set (CI sets it)' }, async (t) => {
+  const url = await freshDatabaseUrl(t)
+  const client = postgres(url, { max: 2, onnotice: () => {} })
+  t.teardown(() => client.end({ timeout: 5 }))
+  const db = drizzle(withDeadline(client, DEADLINE_MS))
+  const table = `deadline_${randomBytes(4).toString('hex')}`
+  await client.unsafe(`create table ${table} (id text primary key)`)
+  const rows = async () => (await client.unsafe(`select id from ${table} order by id`)).map((r) => r.id as string)
+
+  const timed = async (work: () => Promise<unknown>) => {
+    const started = performance.now()
+    const outcome = await work().then(() => null, (err: unknown) => err)
+    return { err: outcome, ms: performance.now() - started }
+  }
+
+  t.test('statements within the deadline run as usual, inside and outside transactions', async (t) => {
+    const result = await db.execute(sql`select 41 + 1 as n`)
+    t.equal(Number((result as unknown as { n: number }[])[0]!.n), 42)
+    await db.transaction(async (tx) => {
+      await tx.execute(sql.raw(`insert into ${table} (id) values ('kept')`))
+    })
+    t.same(await rows(), ['kept'], 'the transaction committed')
+  })
+
+  t.test('a statement past the deadline is given up with a 503-class error, and cancelled', async (t) => {
+    const { err, ms } = await timed(() => db.execute(sql`select pg_sleep(1.5)`))
+    t.ok(err instanceof Error, 'it fails')
+    t.ok(isDatabaseUnavailable(err), `the error handler answers it with 503 (${(err as Error).message})`)
+    t.ok(ms < PROMPT_MS, `after ${Math.round(ms)} ms (deadline ${DEADLINE_MS} ms)`)
+    // The cancel request travels on its own connection: allow it a moment, well short of the 1.5 s sleep.
+    let sleeping = -1
+    for (const until = performance.now() + 800; sleeping !== 0 && performance.now() < until;) {
+      sleeping = (await client.unsafe(`select count(*)::int as n from pg_stat_activity where query like 'select pg_sleep%' and state = 'active' and pid <> pg_backend_pid()`))[0]!.n
+    }
+    t.equal(sleeping, 0, 'the server is no longer running it (cancelled)')
+    t.equal(Number(((await db.execute(sql`select 1 as n`)) as unknown as { n: number }[])[0]!.n), 1, 'the next statement runs')
+  })
+
+  t.test('a transaction whose statement passes the deadline is given up and commits nothing', async (t) => {
+    const { err, ms } = await timed(() => db.transaction(async (tx) => {
+      await tx.execute(sql.raw(`insert into ${table} (id) values ('half')`))
+      await tx.execute(sql`select pg_sleep(1.5)`)
+      await tx.execute(sql.raw(`insert into ${table} (id) values ('after')`))
+    }))
+    t.ok(isDatabaseUnavailable(err), '503-class error')
+    t.ok(ms < PROMPT_MS, `given up after ${Math.round(ms)} ms`)
+    await new Promise((r) => setTimeout(r, 1600))
+    t.same(await rows(), ['kept'], 'neither insert is there, now or once the sleep would have ended')
+  })
+
+  t.test('a transaction that cannot begin in time never runs its body', async (t) => {
+    // Both connections busy for 1.5 s: BEGIN cannot get one before the deadline.
+    const busy = [client`select pg_sleep(1.5)`, client`select pg_sleep(1.5)`].map((q) => q.then(() => {}))
+    await new Promise((r) => setTimeout(r, 100))
+    let bodyRan = false
+    const { err, ms } = await timed(() => db.transaction(async (tx) => {
+      bodyRan = true
+      await tx.execute(sql.raw(`insert into ${table} (id) values ('late')`))
+    }))
+    t.ok(err instanceof QueryTimeoutError, `given up: ${(err as Error).message}`)
+    t.ok(ms < PROMPT_MS, `after ${Math.round(ms)} ms`)
+    await Promise.all(busy)
+    await new Promise((r) => setTimeout(r, 200))
+    t.equal(bodyRan, false, 'its body never ran, even once a connection was free')
+    t.same(await rows(), ['kept'], 'nothing was written')
+  })
+})
