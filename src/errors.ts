@@ -44,11 +44,8 @@ export class AppError extends Error {
     // the costliest step of a rejected forward-auth request (6 % of CPU in a bad-key flood).
     const stackTraceLimit = Error.stackTraceLimit
     if (ERROR_CODES[code].status < 500) Error.stackTraceLimit = 0
-    try {
-      super(message ?? ERROR_CODES[code].message)
-    } finally {
-      Error.stackTraceLimit = stackTraceLimit
-    }
+    super(message ?? ERROR_CODES[code].message)
+    Error.stackTraceLimit = stackTraceLimit
     this.name = 'AppError'
     this.statusCode = ERROR_CODES[code].status
   }

@@ -25,12 +25,9 @@ type Fail = (err: Error) => void
 /**
  * The client Drizzle is given: `unsafe` (every Drizzle statement) and `begin`
  * (every Drizzle transaction) run under `ms`; everything else is the client itself.
+ * Inside a transaction, `onTimeout` gives the whole transaction up.
  */
-export function withDeadline(client: Sql, ms: number): Sql {
-  return guard(client, ms)
-}
-
-function guard(client: Sql, ms: number, onTimeout?: Fail): Sql {
+export function withDeadline(client: Sql, ms: number, onTimeout?: Fail): Sql {
   return new Proxy(client, {
     get(target, prop, receiver) {
       if (prop === 'unsafe') return (...args: Parameters<Sql['unsafe']>) => deadlined(target.unsafe(...args), ms, onTimeout)
@@ -83,7 +80,7 @@ function beginWithDeadline(client: Sql, ms: number, args: unknown[]): Promise<un
     const transaction = (client.begin as (...a: unknown[]) => Promise<unknown>)(...options, async (sql: Sql) => {
       clearTimeout(timer)
       if (settled) throw new QueryTimeoutError('BEGIN', ms)
-      const result = await body(guard(sql, ms, fail))
+      const result = await body(withDeadline(sql, ms, fail))
       if (!settled) timer = setTimeout(() => fail(new QueryTimeoutError('COMMIT', ms)), ms)
       return result
     })
