@@ -1,5 +1,5 @@
 // buildApp(config): plugins first, then feature modules. No listen(), no process.env.
-import Fastify, { type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { IncomingMessage } from 'node:http'
 import { availableParallelism } from 'node:os'
@@ -9,6 +9,7 @@ import { systemClock, type Clock } from './lib/clock.js'
 import { registerFormats } from './lib/formats.js'
 import { validatorCompiler } from './schemas/validator.js'
 import { newId } from './lib/ids.js'
+import { maskCredentialsInUrl } from './lib/log-redaction.js'
 import { PasswordHasher } from './lib/password-hasher.js'
 import authenticate from './plugins/authenticate.js'
 import database from './plugins/db.js'
@@ -33,6 +34,7 @@ import { SessionService } from './modules/sessions/service.js'
 import { Lockout } from './modules/auth/lockout.js'
 import { ProfileCache } from './modules/auth/profile-cache.js'
 import { AuthService } from './modules/auth/service.js'
+import { RecentAuthentication } from './modules/auth/recent-auth.js'
 import mfaRoutes from './modules/mfa/routes.js'
 import gatewayRoutes from './modules/gateway/routes.js'
 import { MfaService } from './modules/mfa/service.js'
@@ -47,6 +49,7 @@ declare module 'fastify' {
     audit: AuditLog
     mfa: MfaService
     authService: AuthService
+    recentAuth: RecentAuthentication
   }
 }
 
@@ -65,6 +68,26 @@ export const REDACTED_PATHS = [
   '*.token', '*.mfa_token', '*.api_key', '*.key',
 ]
 
+// Fastify's default request serializer, with credentials in the query string masked.
+export const LOG_SERIALIZERS = {
+  req: (req: FastifyRequest) => ({
+    method: req.method,
+    url: maskCredentialsInUrl(req.url ?? ''),
+    version: req.headers?.['accept-version'] as string | undefined,
+    host: req.host,
+    remoteAddress: req.ip,
+    remotePort: req.socket?.remotePort,
+  }),
+}
+
+/** The logger options with LOG_SERIALIZERS merged in, so a test's own options log what production does. */
+function loggerOptions(config: Config, given: BuildOptions['logger']): BuildOptions['logger'] {
+  const base = given ?? { level: config.LOG_LEVEL, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }
+  if (base === false) return false
+  const options = base === true ? {} : base
+  return { ...options, serializers: { ...LOG_SERIALIZERS, ...options.serializers } }
+}
+
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
 
 function requestId(req: IncomingMessage): string {
@@ -77,21 +100,35 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   registerFormats()
 
   const app = Fastify({
-    logger: options.logger ?? { level: config.LOG_LEVEL, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } },
+    logger: loggerOptions(config, options.logger),
     genReqId: requestId,
     bodyLimit: config.BODY_LIMIT,
+    requestTimeout: config.REQUEST_TIMEOUT,
+    // Node looks for timed-out requests every 30 s by default: check each second so the limit holds.
+    // Node ignores requestTimeout once headers are in if headersTimeout is longer, so cap it as Node's default does.
+    http: config.REQUEST_TIMEOUT
+      ? { connectionsCheckingInterval: 1000, requestTimeout: config.REQUEST_TIMEOUT, headersTimeout: Math.min(60_000, config.REQUEST_TIMEOUT) }
+      : null,
     trustProxy: config.TRUST_PROXY as boolean | string[], // a hop count is accepted too
     // Requests that arrive while draining get the error shape (see the preClose hook below).
     return503OnClosing: false,
     frameworkErrors: frameworkErrorHandler,
-    clientErrorHandler: (_err, socket) => {
-      if (!socket.writable) return socket.destroy()
+    clientErrorHandler: (err, socket) => {
+      // As Node does: once a response has begun on the socket (a request timed out mid-body), write nothing more.
+      const responding = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent
+      if (!socket.writable || responding) return socket.destroy()
       const id = newId('req')
-      const body = clientErrorBody(id)
-      socket.end(`HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${id}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
+      const timedOut = (err as NodeJS.ErrnoException).code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      const body = clientErrorBody(id, timedOut ? 'Request not received in time' : undefined)
+      socket.end(`HTTP/1.1 ${timedOut ? '408 Request Timeout' : '400 Bad Request'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\nX-Request-Id: ${id}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`)
     },
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>()
+
+  if (config.TRUST_PROXY === true) {
+    app.log.warn('TRUST_PROXY=true believes X-Forwarded-For from any client, so a client can choose its rate-limit key and logged IP;'
+      + ' set TRUST_PROXY to the number of proxy hops or to the proxies\' addresses/CIDRs instead')
+  }
 
   app.setValidatorCompiler(validatorCompiler)
   // Only JSON (and, where an operation declares it, forms) is accepted: text/plain is a 415.
@@ -101,7 +138,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   app.decorate('clock', options.clock ?? systemClock)
   app.decorate('passwordHasher', new PasswordHasher({
     memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM,
-  }, config.ARGON2_CONCURRENCY || Math.max(1, availableParallelism() - 1)))
+  }, config.ARGON2_CONCURRENCY || Math.max(1, availableParallelism() - 1), config.ARGON2_QUEUE_MAX))
   // While shutting down, responses close their keep-alive connection so that
   // close() does not wait for idle sockets until their keep-alive timeout.
   let closing = false
@@ -142,12 +179,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   const { db, clock, passwordHasher: hasher } = app
   const sessions = new SessionService({ db, config, clock, tokens: app.tokens, revocation: app.revocation, log: app.log, audit, metrics: app.metrics })
   const lockout = new Lockout({ db, config, clock, metrics: app.metrics })
-  const mfa = new MfaService({ db, config, clock, hasher, sessions, lockout, audit, events: app.events })
+  const mfa = new MfaService({ db, config, clock, sessions, lockout, audit, events: app.events })
+  const recentAuth = new RecentAuthentication({ db, config, clock, hasher, lockout, secondFactor: mfa })
   const profiles = new ProfileCache({ db, clock, ttlMs: config.MEMBERSHIP_CACHE_TTL * 1000, maxEntries: config.API_KEY_CACHE_MAX })
   app.events.subscribe((event) => profiles.onEvent(event))
+  app.events.onResync(async () => profiles.clear())
   app.decorate('sessions', sessions)
   app.decorate('mfa', mfa)
-  app.decorate('authService', new AuthService({ db, config, clock, hasher, sessions, audit, lockout, mfa, profiles }))
+  app.decorate('recentAuth', recentAuth)
+  app.decorate('authService', new AuthService({ db, config, clock, hasher, sessions, audit, lockout, mfa, profiles, apiKeys: app.apiKeys }))
 
   await app.register(healthRoutes)
   await app.register(keysRoutes)

@@ -68,7 +68,9 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_REGISTER: Int(5, 1, 100_000, 'Registrations per minute per client IP'),
   RATE_LIMIT_REFRESH: Int(60, 1, 100_000, 'Refreshes per minute per client IP'),
   RATE_LIMIT_VERIFY_2FA: Int(10, 1, 100_000, '2FA verifications per minute per client IP'),
+  RATE_LIMIT_AUTH_FAILURES: Int(100, 0, 100_000_000, 'Failed credentials per minute per client (IPv4 address or IPv6 /64) before 429; valid credentials are never refused by it; 0 turns it off'),
   RATE_LIMIT_GLOBAL: Int(6000, 0, 100_000_000, 'Requests per minute per credential (or per IP without one); 0 turns it off'),
+  REAUTH_WINDOW: Int(300, 0, 86400, 'Seconds after a login in which sensitive changes (2FA, password) need no password again'),
   MFA_TOKEN_TTL: Int(300, 30, 3600, 'Seconds an mfa_token from a 2FA login stays valid'),
   TOTP_ISSUER: Type.String({ default: 'Portcullis', minLength: 1, maxLength: 100, description: 'Issuer shown by authenticator apps' }),
   PASSWORD_MIN_LENGTH: Int(12, 8, 256, 'Minimum password length, Unicode code points'),
@@ -78,6 +80,8 @@ export const ConfigSchema = Type.Object({
   ARGON2_CONCURRENCY: Int(0, 0, 256, 'Hashes computed at once; 0: cores - 1 (at least 1), leaving a core to the event loop'),
   WELCOME_CREDITS: Int(5000, 0, 2_000_000_000, 'Credits granted to a new organization'),
   BODY_LIMIT: Int(65536, 1024, 10_485_760, 'Largest request body, bytes'),
+  REQUEST_TIMEOUT: Int(30000, 0, 600_000, 'Milliseconds a client may take to send a whole request (then 408 and the connection closed); 0: no limit'),
+  ARGON2_QUEUE_MAX: Int(64, 1, 100_000, 'Password hashes that may wait for a free argon2 slot; beyond that the request gets 503 with Retry-After'),
   TRUST_PROXY: Type.String({
     default: 'false',
     description: 'false, true, a hop count, or comma-separated proxy addresses/CIDRs whose X-Forwarded-For is believed',

@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   MFA_INVALID: { status: 401, message: 'Invalid or expired two-factor code' },
   FORBIDDEN: { status: 403, message: 'Not allowed' },
   INSUFFICIENT_SCOPE: { status: 403, message: 'The credential lacks a required scope' },
+  REAUTHENTICATION_REQUIRED: { status: 403, message: 'This change needs the password (and a two-factor code), or a recent login' },
   NOT_FOUND: { status: 404, message: 'Not found' },
   EMAIL_TAKEN: { status: 409, message: 'An account with this email already exists' },
   CONFLICT: { status: 409, message: 'Conflict' },
@@ -55,7 +56,7 @@ export class AppError extends Error {
 export const CODE_BY_STATUS: Record<number, ErrorCode> = Object.fromEntries(
   (Object.entries(ERROR_CODES) as [ErrorCode, { status: number }][])
     .filter(([code]) => !['INVALID_CREDENTIALS', 'REFRESH_FAILED', 'REFRESH_TOKEN_REUSED', 'MFA_INVALID',
-      'INSUFFICIENT_SCOPE', 'EMAIL_TAKEN'].includes(code))
+      'INSUFFICIENT_SCOPE', 'REAUTHENTICATION_REQUIRED', 'EMAIL_TAKEN'].includes(code))
     .map(([code, { status }]) => [status, code]),
 )
 

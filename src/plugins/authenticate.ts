@@ -9,9 +9,9 @@ import { looksLikeApiKey } from '../lib/api-key-format.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
 import { ApiKeyVerifier } from '../modules/api-keys/verifier.js'
 import { errorResponses } from '../schemas/common.js'
-import type { AuthContext, Identity } from './tenancy.js'
+import { apiKeyAuth, type AuthContext, type Identity, type SessionAuth } from './tenancy.js'
 
-export type { AuthContext } from './tenancy.js'
+export type { AuthContext, SessionAuth } from './tenancy.js'
 export type AuthMethod = AuthContext['method']
 
 export interface RouteAuthConfig {
@@ -37,6 +37,13 @@ declare module 'fastify' {
     /** Identifies the caller and resolves its organization context (for routes that authenticate by hand). */
     authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
   }
+}
+
+/** The caller of a session-only route (`methods` left at its default): a user, never a key. */
+export function sessionAuth(request: FastifyRequest): SessionAuth {
+  const auth = request.auth
+  if (auth?.method !== 'session') throw new Error('sessionAuth() on a route that does not require a session')
+  return auth
 }
 
 const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i
@@ -76,12 +83,14 @@ export default fp(async (app) => {
     if (credential.kind === 'api_key') {
       const key = await apiKeys.verify(credential.value)
       if (!key) throw unauthorized(INVALID_KEY)
-      return { method: 'api_key', userId: key.createdByUserId, keyId: key.id, orgId: key.orgId, scopes: key.scopes }
+      return { method: 'api_key', keyId: key.id, orgId: key.orgId, scopes: key.scopes, createdByUserId: key.createdByUserId }
     }
     if (looksLikeRefreshToken(credential.value)) throw unauthorized('A refresh token is not an access token')
     const claims = await app.tokens.verifyAccessToken(request, credential.value)
     if (app.revocation.isSessionRevoked(claims.sid)) throw unauthorized(INVALID_TOKEN)
-    return { method: 'session', userId: claims.sub, sessionId: claims.sid, orgId: claims.org_id, role: claims.org_role as Role }
+    return {
+      method: 'session', userId: claims.sub, sessionId: claims.sid, orgId: claims.org_id, role: claims.org_role as Role, authTime: claims.auth_time,
+    }
   }
 
   async function authenticateRequest(request: FastifyRequest, route: RouteAuthConfig): Promise<AuthContext> {
@@ -91,8 +100,8 @@ export default fp(async (app) => {
     }
     const auth: AuthContext = route.org === false
       ? identity.method === 'session'
-        ? { method: 'session', userId: identity.userId, orgId: identity.orgId, role: identity.role, scopes: [], sessionId: identity.sessionId }
-        : { method: 'api_key', userId: identity.userId, orgId: identity.orgId, role: null, scopes: identity.scopes, keyId: identity.keyId }
+        ? { ...identity, scopes: [] }
+        : apiKeyAuth(identity)
       : await app.tenancy.resolveOrgContext(request, identity)
     if (route.roles && auth.method === 'session' && !route.roles.includes(auth.role!)) {
       throw new AppError('FORBIDDEN', `Requires the ${route.roles.join(' or ')} role`)
@@ -106,20 +115,25 @@ export default fp(async (app) => {
   app.decorate('authenticateRequest', authenticateRequest)
 
   // Route-level config, not conditionals: a route opts in, and its contract
-  // gains the 401/403 responses and the security requirement.
+  // gains the 401/403 responses and the security requirement. It runs before
+  // the body is read: an unauthenticated caller learns nothing from validation
+  // and costs no parsing.
   app.addHook('onRoute', (route) => {
     const routeAuth = route.config?.auth
     if (!routeAuth) return
-    const existing = route.preHandler ? [route.preHandler].flat() : []
-    route.preHandler = [async (request: FastifyRequest) => {
+    const existing = route.preParsing ? [route.preParsing].flat() : []
+    route.preParsing = [async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
       try {
         request.auth = await authenticateRequest(request, routeAuth)
         app.metrics.authOutcome(request.auth.method, 'success')
       } catch (err) {
         app.metrics.authOutcome(credentialKind(request), 'failure')
+        // A failed credential counts against its client (429 past RATE_LIMIT_AUTH_FAILURES).
+        if (err instanceof AppError && err.statusCode === 401) await app.recordAuthFailure(request)
         throw err
       }
-    }, ...existing]
+      return payload
+    }, ...existing] as typeof route.preParsing
     if (route.schema) {
       const methods = routeAuth.methods ?? ['session']
       // Bearer carries a session token or an API key; X-API-Key only a key.
@@ -127,4 +141,4 @@ export default fp(async (app) => {
       route.schema.response = { ...errorResponses(401, 403), ...(route.schema.response as object) }
     }
   })
-}, { name: 'authenticate', dependencies: ['tokens', 'revocation', 'tenancy', 'events', 'metrics'] })
+}, { name: 'authenticate', dependencies: ['tokens', 'revocation', 'tenancy', 'events', 'metrics', 'rate-limit'] })

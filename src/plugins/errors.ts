@@ -108,8 +108,8 @@ export function frameworkErrorHandler(error: FastifyError, request: FastifyReque
 }
 
 /** Requests Node's HTTP parser refuses (headers over the size limit, garbage): answered before Fastify sees them. */
-export function clientErrorBody(requestId: string): string {
-  return JSON.stringify({ error: { code: 'BAD_REQUEST', message: 'Malformed request or request headers too large', request_id: requestId } })
+export function clientErrorBody(requestId: string, message = 'Malformed request or request headers too large'): string {
+  return JSON.stringify({ error: { code: 'BAD_REQUEST', message, request_id: requestId } })
 }
 
 export default fp(async (app) => {

@@ -1,26 +1,35 @@
 // Rate limits (@fastify/rate-limit): a per-credential limit on every route,
-// and per-IP limits that routes declare in `config.rateLimit` (login,
-// register, refresh, verify-2fa). Counters live in Redis when REDIS_URL is
-// set, else in memory. A Redis outage fails open: requests are served and
-// the failure is logged, never a 500.
+// per-client limits that routes declare in `config.rateLimit` (login,
+// register, refresh, verify-2fa), and a per-client limit on failed
+// credentials (RATE_LIMIT_AUTH_FAILURES) that a valid credential never meets.
+// A client is an IPv4 address or an IPv6 /64. Counters live in Redis when
+// REDIS_URL is set, else in memory. A Redis outage fails open: requests are
+// served and the failure is logged, never a 500.
 import fp from 'fastify-plugin'
 import rateLimit from '@fastify/rate-limit'
 import type { FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
 import { hash } from 'node:crypto'
 import { AppError } from '../errors.js'
+import { clientAddressKey } from '../lib/client-address.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** Per-IP limit for a route: `config: { rateLimit: app.ipRateLimit(10) }`. */
+    /** Per-client limit for a route: `config: { rateLimit: app.ipRateLimit(10) }`. */
     ipRateLimit(perMinute: number): { max: number; timeWindow: number; keyGenerator: (request: FastifyRequest) => string }
+    /**
+     * Counts a failed credential against the request's client; throws 429 once the client has
+     * failed RATE_LIMIT_AUTH_FAILURES times this minute. Only failures are counted, so valid
+     * credentials from the same address (everyone's, behind a gateway) are never refused by it.
+     */
+    recordAuthFailure(request: FastifyRequest): Promise<void>
   }
 }
 
 const MINUTE = 60_000
 
-/** The client IP (X-Forwarded-For only through TRUST_PROXY, via Fastify's request.ip). */
-const byIp = (request: FastifyRequest) => `ip:${request.ip}`
+/** The client (X-Forwarded-For only through TRUST_PROXY, via Fastify's request.ip): an IPv4 address or an IPv6 /64. */
+const byIp = (request: FastifyRequest) => `ip:${clientAddressKey(request.ip)}`
 
 /** The credential when there is one (hashed: raw tokens never become store keys), else the IP. */
 function byCredential(request: FastifyRequest): string {
@@ -58,4 +67,17 @@ export default fp(async (app) => {
   })
 
   app.decorate('ipRateLimit', (perMinute: number) => ({ max: perMinute, timeWindow: MINUTE, keyGenerator: byIp }))
+
+  const failuresPerMinute = config.RATE_LIMIT_AUTH_FAILURES
+  const countFailure = app.createRateLimit({ max: failuresPerMinute, timeWindow: MINUTE, keyGenerator: (request) => `fail:${byIp(request)}` })
+  app.decorate('recordAuthFailure', async (request: FastifyRequest) => {
+    if (failuresPerMinute === 0) return
+    const counted = await countFailure(request)
+    if (!counted.isAllowed && counted.isExceeded) {
+      throw new AppError('RATE_LIMITED', `Too many failed credentials from this client; retry in ${counted.ttlInSeconds} s`, undefined, {
+        'retry-after': String(counted.ttlInSeconds), 'ratelimit-limit': String(failuresPerMinute), 'ratelimit-remaining': '0',
+        'ratelimit-reset': String(counted.ttlInSeconds),
+      })
+    }
+  })
 }, { name: 'rate-limit', dependencies: ['metrics'] })

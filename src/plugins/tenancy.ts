@@ -8,24 +8,45 @@ import type { Role } from '../config.js'
 import { AppError } from '../errors.js'
 import { ID_PATTERN } from '../lib/ids.js'
 import { findMembership } from '../modules/organizations/repository.js'
-import { scopesForRole } from '../modules/sessions/service.js'
+import { scopesOfRole } from '../lib/authority.js'
 
 /** Who is calling, before an organization is chosen. */
 export type Identity =
-  | { method: 'session'; userId: string; sessionId: string; orgId: string; role: Role }
-  | { method: 'api_key'; userId: string; keyId: string; orgId: string; scopes: string[] }
+  | { method: 'session'; userId: string; sessionId: string; orgId: string; role: Role; authTime: number }
+  | { method: 'api_key'; keyId: string; orgId: string; scopes: readonly string[]; createdByUserId: string }
 
-export interface AuthContext {
-  method: Identity['method']
+/** A user acting through a session (access token) in an organization. */
+export interface SessionAuth {
+  method: 'session'
   userId: string
   /** The organization context of the request. */
   orgId: string
-  /** The caller's role in it; null for API keys. */
-  role: Role | null
-  scopes: string[]
-  sessionId?: string
-  keyId?: string
+  /** The caller's role in it, as it is now (memberships are re-read on change). */
+  role: Role
+  scopes: readonly string[]
+  sessionId: string
+  /** When the user last proved a password (and second factor), epoch seconds: the access token's auth_time. */
+  authTime: number
+  keyId?: undefined
 }
+
+/**
+ * An API key: an identity of its organization, not of the person who created it.
+ * It has no user, no role and no profile; its authority is its scopes.
+ */
+export interface ApiKeyAuth {
+  method: 'api_key'
+  userId: null
+  orgId: string
+  role: null
+  scopes: readonly string[]
+  keyId: string
+  /** Provenance only (the human behind the key's creation), never an identity to act as. */
+  createdByUserId: string
+  sessionId?: undefined
+}
+
+export type AuthContext = SessionAuth | ApiKeyAuth
 
 export interface Tenancy {
   resolveOrgContext(request: FastifyRequest, identity: Identity): Promise<AuthContext>
@@ -42,6 +63,11 @@ declare module 'fastify' {
 }
 
 const ORG_ID = new RegExp(ID_PATTERN('org'))
+
+export const apiKeyAuth = (identity: Extract<Identity, { method: 'api_key' }>): ApiKeyAuth => ({
+  method: 'api_key', userId: null, orgId: identity.orgId, role: null, scopes: identity.scopes,
+  keyId: identity.keyId, createdByUserId: identity.createdByUserId,
+})
 const notMember = () => new AppError('FORBIDDEN', 'Not a member of this organization')
 
 export default fp(async (app) => {
@@ -56,6 +82,11 @@ export default fp(async (app) => {
     if (event.type !== 'memberships.changed') return
     generation++
     cache.delete(cacheKey(event.orgId, event.userId))
+  })
+  // Should a notification be missed, staleness is bounded by REVOCATION_RESYNC_INTERVAL, not the TTL.
+  app.events.onResync(async () => {
+    generation++
+    cache.clear()
   })
 
   async function membershipRole(orgId: string, userId: string): Promise<Role | null> {
@@ -85,13 +116,13 @@ export default fp(async (app) => {
       const orgId = requestedOrg(request) ?? identity.orgId
       if (identity.method === 'api_key') {
         if (orgId !== identity.orgId) throw new AppError('FORBIDDEN', 'This API key belongs to another organization')
-        return { method: 'api_key', userId: identity.userId, orgId, role: null, scopes: identity.scopes, keyId: identity.keyId }
+        return apiKeyAuth(identity)
       }
       const role = ORG_ID.test(orgId) ? await membershipRole(orgId, identity.userId) : null
       if (!role) throw notMember()
       return {
         method: 'session', userId: identity.userId, orgId, role,
-        scopes: scopesForRole(config, role), sessionId: identity.sessionId,
+        scopes: scopesOfRole(config, role), sessionId: identity.sessionId, authTime: identity.authTime,
       }
     },
     async publishMembershipChange(orgId, userId) {

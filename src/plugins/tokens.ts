@@ -16,6 +16,8 @@ export interface AccessTokenClaims {
   org_role: string
   scope: string
   sid: string
+  /** When the user proved a password (and second factor) for this session, epoch seconds (OIDC Core §2). */
+  auth_time: number
   jti: string
   iat: number
   exp: number
@@ -27,6 +29,7 @@ export interface AccessTokenInput {
   role: string
   scopes: readonly string[]
   sessionId: string
+  authTime: number
 }
 
 export interface TokenService {
@@ -90,7 +93,7 @@ export default fp(async (app) => {
       allowedAud: config.JWT_AUDIENCE,
       checkTyp: TOKEN_TYPE,
       clockTolerance: CLOCK_TOLERANCE_MS,
-      requiredClaims: ['sub', 'sid', 'org_id', 'jti', 'exp', 'iat', 'iss', 'aud'],
+      requiredClaims: ['sub', 'sid', 'org_id', 'auth_time', 'jti', 'exp', 'iat', 'iss', 'aud'],
       extractToken: (request: FastifyRequest) => request.accessTokenCandidate,
     },
   } as never)
@@ -127,6 +130,7 @@ export default fp(async (app) => {
         org_role: input.role,
         scope: input.scopes.join(' '),
         sid: input.sessionId,
+        auth_time: input.authTime,
         jti: randomUUID(),
         iat,
         exp: iat + config.ACCESS_TOKEN_TTL,

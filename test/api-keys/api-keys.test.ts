@@ -167,7 +167,10 @@ t.test('a key authenticates through X-API-Key and Authorization: Bearer, never t
     const res = await me(A, headers)
     t.equal(res.statusCode, 200, `${label}: 200 (got ${res.statusCode} ${res.body})`)
     const body = res.json()
-    t.match(body, { user: { id: owner.userId, email: owner.email }, organization: { id: owner.orgId } }, `${label}: the key's org and creator`)
+    t.match(body, { api_key: { id: k.id, name: k.name, organization_id: owner.orgId, scopes: k.scopes, created_by: owner.userId }, organization: { id: owner.orgId } },
+      `${label}: the key and its org`)
+    t.notOk('user' in body, `${label}: no user profile (a key is the organization's identity, not its creator's)`)
+    t.notOk(res.body.includes(owner.email), `${label}: the creator's email is nowhere in the answer`)
     t.equal(body.organization.role, null, `${label}: organization.role is null`)
     t.same(body.memberships, [], `${label}: memberships []`)
     t.match(body.auth, { method: 'api_key', key_id: k.id, scopes: k.scopes }, `${label}: auth`)
@@ -444,8 +447,8 @@ t.test('create, rotate and revoke are in the audit log with the key id as target
   t.match(find('api_key.created', created.id), { ...bySession, metadata: { name: 'audited', scopes: created.scopes } }, 'api_key.created')
   t.match(find('api_key.rotated', rotated.id), { ...bySession, metadata: { rotated_from: created.id } }, 'api_key.rotated (target: the new key)')
   t.match(find('api_key.revoked', rotated.id), bySession, 'api_key.revoked')
-  t.match(find('api_key.created', child.id), { target_type: 'api_key', actor_user_id: owner.userId, actor_key_id: writer.id },
-    'a key created by a key names that key as actor')
+  t.match(find('api_key.created', child.id), { target_type: 'api_key', actor_user_id: null, actor_key_id: writer.id },
+    'a key created by a key names that key as actor, and no user')
   t.equal(events.length, 5, 'five key events (3 created, 1 rotated, 1 revoked)')
   for (const k of [created, rotated, writer, child]) t.notOk(res.body.includes(k.key.slice(16)), `the log never contains the key ${k.key_prefix}…`)
 })

@@ -48,7 +48,7 @@ t.test('register → login → me → org → member → key → call with key �
   if (!('access_token' in tokens)) throw new Error('2FA is not enabled for this account')
 
   const me = await client.GET('/api/v1/auth/me', bearer(tokens.access_token))
-  t.equal(me.data?.user.email, email)
+  t.equal(me.data?.user?.email, email)
   t.equal(me.data?.organization.name, 'E2E Inc')
 
   const org = await client.POST('/api/v1/organizations', { ...bearer(tokens.access_token), body: { name: 'Second Org' } })

@@ -123,11 +123,11 @@ t.test('POST /auth/introspect: the three kinds of active credential, form and JS
       t.ok(body.exp > now, `exp is in the future (${body.exp})`)
     })
 
-    t.test(`${encoding}: API key → key id, organization, scopes, creator`, async (t) => {
+    t.test(`${encoding}: API key → key id (its own subject), organization, scopes`, async (t) => {
       const res = await introspect(caller, key.key, encoding)
       t.equal(res.statusCode, 200)
       t.same(res.json(), {
-        active: true, token_type: 'api_key', key_id: key.id, org_id: acct.orgId, scope: 'agents:read costs:read', sub: acct.userId,
+        active: true, token_type: 'api_key', key_id: key.id, org_id: acct.orgId, scope: 'agents:read costs:read', sub: key.id,
       })
     })
   }

@@ -43,8 +43,9 @@ t.test('GET/HEAD /auth/verify: forward-auth headers for sessions and API keys', 
       t.equal(res.statusCode, 200, `200 (got ${res.statusCode} ${res.body})`)
       t.match(res.headers, {
         'x-auth-user-id': owner.user.id, 'x-auth-org-id': orgId, 'x-auth-role': 'owner',
-        'x-auth-scopes': app.config.SCOPES.join(' '), 'x-auth-method': 'session', 'x-auth-key-id': '', 'cache-control': 'no-store',
+        'x-auth-scopes': app.config.SCOPES.join(' '), 'x-auth-method': 'session', 'cache-control': 'no-store',
       })
+      t.notOk('x-auth-key-id' in res.headers, 'no X-Auth-Key-Id for a session (only the headers that apply)')
       if (method === 'HEAD') return t.equal(res.body, '', 'HEAD: no body')
       t.same(res.json(), {
         user_id: owner.user.id, org_id: orgId, role: 'owner', scopes: [...app.config.SCOPES], method: 'session', key_id: null,
@@ -55,12 +56,13 @@ t.test('GET/HEAD /auth/verify: forward-auth headers for sessions and API keys', 
       const res = await verify({ 'x-api-key': key.key }, '', method)
       t.equal(res.statusCode, 200, `200 (got ${res.statusCode} ${res.body})`)
       t.match(res.headers, {
-        'x-auth-user-id': owner.user.id, 'x-auth-org-id': orgId, 'x-auth-role': '',
-        'x-auth-scopes': 'agents:read costs:read', 'x-auth-method': 'api_key', 'x-auth-key-id': key.id,
+        'x-auth-org-id': orgId, 'x-auth-scopes': 'agents:read costs:read', 'x-auth-method': 'api_key', 'x-auth-key-id': key.id,
       })
+      t.notOk('x-auth-user-id' in res.headers, 'no X-Auth-User-Id: a key is its organization\'s identity, not its creator\'s')
+      t.notOk('x-auth-role' in res.headers, 'no X-Auth-Role: a key has no role')
       if (method === 'HEAD') return
       t.same(res.json(), {
-        user_id: owner.user.id, org_id: orgId, role: null, scopes: ['agents:read', 'costs:read'], method: 'api_key', key_id: key.id,
+        user_id: null, org_id: orgId, role: null, scopes: ['agents:read', 'costs:read'], method: 'api_key', key_id: key.id,
       })
     })
   }

@@ -51,7 +51,7 @@ export interface TestAppOptions extends BuildOptions {
 /** Per-IP limits out of the way: every inject() comes from 127.0.0.1. Rate-limit tests set their own. */
 export const RELAXED_LIMITS = {
   RATE_LIMIT_LOGIN: '100000', RATE_LIMIT_REGISTER: '100000', RATE_LIMIT_REFRESH: '100000',
-  RATE_LIMIT_VERIFY_2FA: '100000', RATE_LIMIT_GLOBAL: '1000000',
+  RATE_LIMIT_VERIFY_2FA: '100000', RATE_LIMIT_GLOBAL: '1000000', RATE_LIMIT_AUTH_FAILURES: '1000000',
 }
 
 export function testConfig(env: Record<string, string>): Config {

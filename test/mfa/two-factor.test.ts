@@ -236,8 +236,11 @@ t.test('disable needs the password and a code; then login gives tokens directly'
   const user = await enroll()
   const { access_token: access } = await signIn(user)
   const disable = (password: string, code: string) => post('/auth/2fa/disable', { password, code }, bearer(access))
-  assertError(t, await disable(WRONG_PASSWORD, await freshCode(user.secret)), 401, 'INVALID_CREDENTIALS', 'wrong password')
-  assertError(t, await disable(STRONG_PASSWORD, await wrongCode(user.secret)), 401, 'MFA_INVALID', 'wrong code')
+  const wrongPassword = await disable(WRONG_PASSWORD, await freshCode(user.secret))
+  const wrongCodeAnswer = await disable(STRONG_PASSWORD, await wrongCode(user.secret))
+  assertError(t, wrongPassword, 401, 'INVALID_CREDENTIALS', 'wrong password')
+  assertError(t, wrongCodeAnswer, 401, 'INVALID_CREDENTIALS', 'wrong code')
+  t.equal(wrongPassword.json().error.message, wrongCodeAnswer.json().error.message, 'the same answer whichever factor was wrong')
   t.equal((await me(access)).json().user.mfa_enabled, true, 'still on')
 
   const off = await disable(STRONG_PASSWORD, await freshCode(user.secret))

@@ -32,6 +32,7 @@ const CALLER_ONLY: Record<string, string> = {
   'POST /api/v1/auth/2fa/setup': "the caller's own second factor",
   'POST /api/v1/auth/2fa/enable': "the caller's own second factor",
   'POST /api/v1/auth/2fa/disable': "the caller's own second factor",
+  'POST /api/v1/auth/2fa/recovery-codes': "the caller's own second factor",
   'POST /api/v1/auth/logout': "the caller's own session; another user's refresh_token is ignored (test/sessions/logout)",
   'POST /api/v1/auth/logout-all': "the caller's own sessions",
   'GET /api/v1/auth/sessions': "the caller's own sessions",

@@ -52,3 +52,9 @@ export const listApiKeysChangedSince = async (db: Queryable, since: Date) =>
 export const touchApiKey = (db: Queryable, id: string, at: Date) =>
   db.update(apiKeys).set({ lastUsedAt: at })
     .where(and(eq(apiKeys.id, id), or(isNull(apiKeys.lastUsedAt), lt(apiKeys.lastUsedAt, new Date(at.getTime() - 60_000)))))
+
+/** Live keys of an organization that a user created (what stays behind when that user leaves). */
+export const listLiveKeyIdsCreatedBy = async (db: Queryable, orgId: string, userId: string) =>
+  (await db.select({ id: apiKeys.id }).from(apiKeys)
+    .where(and(eq(apiKeys.orgId, orgId), eq(apiKeys.createdByUserId, userId), isNull(apiKeys.revokedAt)))
+    .orderBy(apiKeys.id)).map((r) => r.id)

@@ -1,8 +1,10 @@
-// API key rules: scopes never beyond the creator's, the key shown once,
-// revocation and rotation effective on every instance within a second.
+// API key rules: scopes never beyond the caller's (creation and rotation alike,
+// through the one authority rule), the key shown once, revocation and rotation
+// effective on every instance within a second.
 import type { Config } from '../../config.js'
 import type { Database } from '../../db/client.js'
 import { AppError, notFound, validationError } from '../../errors.js'
+import { assertWithinAuthority } from '../../lib/authority.js'
 import { generateApiKey, KEY_DISPLAY_PREFIX_LENGTH } from '../../lib/api-key-format.js'
 import type { Clock } from '../../lib/clock.js'
 import { sha256 } from '../../lib/crypto.js'
@@ -10,7 +12,7 @@ import { newId } from '../../lib/ids.js'
 import { keysetPage } from '../../lib/pagination.js'
 import type { EventBus } from '../../plugins/events.js'
 import type { AuthContext } from '../../plugins/tenancy.js'
-import type { AuditLog } from '../audit/service.js'
+import { actor, type AuditLog } from '../audit/service.js'
 import * as repo from './repository.js'
 import type { CreateApiKeyBody } from './schemas.js'
 
@@ -39,11 +41,7 @@ export class ApiKeyService {
     const { config, clock } = this.deps
     const unknown = body.scopes.filter((s) => !config.SCOPES.includes(s))
     if (unknown.length) throw validationError('scopes', `unknown scopes: ${unknown.join(' ')}`)
-    const beyond = body.scopes.filter((s) => !auth.scopes.includes(s))
-    if (beyond.length) {
-      throw new AppError('INSUFFICIENT_SCOPE', 'A key cannot have scopes its creator does not hold',
-        beyond.map((scope) => ({ field: 'scopes', message: `creator lacks ${scope}`, scope })))
-    }
+    assertWithinAuthority(config, auth, { scopes: body.scopes })
     const now = clock.now()
     const expiresAt = body.expires_at ? new Date(body.expires_at) : null
     if (expiresAt && expiresAt.getTime() <= now) throw validationError('expires_at', 'must be in the future')
@@ -65,17 +63,19 @@ export class ApiKeyService {
   async revoke(auth: AuthContext, id: string) {
     if (!(await repo.revokeApiKey(this.deps.db, auth.orgId, id, new Date(this.deps.clock.now())))) throw notFound('API key')
     await this.deps.events.publish({ type: 'api_keys.changed', ids: [id] })
-    this.deps.audit.record({ orgId: auth.orgId, action: 'api_key.revoked', actorUserId: auth.userId, actorKeyId: auth.keyId ?? null, targetType: 'api_key', targetId: id })
+    this.deps.audit.record({ orgId: auth.orgId, action: 'api_key.revoked', ...actor(auth), targetType: 'api_key', targetId: id })
   }
 
   /**
    * A new key with the same name, scopes and expiry; the old one lives `graceSeconds` more.
+   * The new key is a grant like any other: its scopes must be within the caller's.
    * A key is rotated once: the check runs under a row lock, so of concurrent rotations one
    * wins and the others get 409 (rotate the successor instead).
    */
   async rotate(auth: AuthContext, id: string, graceSeconds: number) {
     const old = await repo.findApiKey(this.deps.db, auth.orgId, id)
     if (!old) throw notFound('API key')
+    assertWithinAuthority(this.deps.config, auth, { scopes: old.scopes })
     const now = this.deps.clock.now()
     const created = await this.insert(auth, {
       name: old.name, environment: old.environment, scopes: old.scopes, expiresAt: old.expiresAt, rotatedFromId: old.id,
@@ -102,7 +102,7 @@ export class ApiKeyService {
     const key = generateApiKey(this.deps.config.API_KEY_PREFIX, fields.environment)
     const row: repo.ApiKeyRow = {
       id: newId('key', now.getTime()), orgId: auth.orgId, keyPrefix: key.slice(0, KEY_DISPLAY_PREFIX_LENGTH),
-      keyHash: sha256(key), createdByUserId: auth.userId, createdByKeyId: auth.keyId ?? null,
+      keyHash: sha256(key), createdByUserId: auth.userId ?? auth.createdByUserId, createdByKeyId: auth.keyId ?? null,
       createdAt: now, updatedAt: now, lastUsedAt: null, revokedAt: null, ...fields,
     }
     await this.deps.db.transaction(async (tx) => {
@@ -110,7 +110,7 @@ export class ApiKeyService {
       await repo.insertApiKey(tx, row)
     })
     this.deps.audit.record({
-      orgId: auth.orgId, action, actorUserId: auth.userId, actorKeyId: auth.keyId ?? null, targetType: 'api_key', targetId: row.id,
+      orgId: auth.orgId, action, ...actor(auth), targetType: 'api_key', targetId: row.id,
       metadata: { name: row.name, scopes: row.scopes, ...(fields.rotatedFromId ? { rotated_from: fields.rotatedFromId } : {}) },
     })
     return { ...apiKeyView(row), key }

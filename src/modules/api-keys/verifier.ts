@@ -1,6 +1,8 @@
 // Verifies API keys on the hot path: the checksum refuses malformed keys with
 // no lookup; a known key is answered from a bounded in-process cache; changes
-// (revoke, rotate) arrive through the cluster channel and evict.
+// (revoke, rotate) arrive through the cluster channel and evict. Unknown keys
+// are remembered apart, in a bounded negative cache, so a flood of made-up
+// keys can never push a real key out.
 import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../../db/client.js'
 import { isWellFormedApiKey } from '../../lib/api-key-format.js'
@@ -11,8 +13,9 @@ import * as repo from './repository.js'
 
 export interface VerifiedApiKey {
   id: string
+  name: string
   orgId: string
-  scopes: string[]
+  scopes: readonly string[]
   createdByUserId: string
   expiresAt: number | null
   revoked: boolean
@@ -21,9 +24,12 @@ export interface VerifiedApiKey {
 const LAST_USED_INTERVAL_MS = 60_000
 // Unknown (but well-formed) keys are remembered briefly so a flood of one bad key costs one lookup.
 const UNKNOWN_TTL_MS = 5_000
+export const UNKNOWN_KEYS_MAX = 10_000
 
 export class ApiKeyVerifier {
-  private readonly byHash = new Map<string, VerifiedApiKey | { unknownUntil: number }>()
+  private readonly byHash = new Map<string, VerifiedApiKey>()
+  /** Well-formed keys the database does not know, until when (bounded apart from real keys). */
+  private readonly unknown = new Map<string, number>()
   private readonly hashById = new Map<string, string>()
   private readonly lastTouched = new Map<string, number>()
   /** Lookups that reached the database (observable by tests and metrics). */
@@ -40,13 +46,19 @@ export class ApiKeyVerifier {
     if (!isWellFormedApiKey(this.opts.prefix, key)) return null
     const hash = sha256(key)
     const now = this.opts.clock.now()
-    let entry = this.byHash.get(hash)
-    if (entry && 'unknownUntil' in entry && entry.unknownUntil < now) entry = undefined
-    this.opts.metrics.apiKeyCache(entry ? 'hit' : 'miss')
-    if (!entry) entry = await this.load(hash, now)
-    if ('unknownUntil' in entry || entry.revoked || (entry.expiresAt !== null && entry.expiresAt <= now)) return null
+    let entry: VerifiedApiKey | null | undefined = this.byHash.get(hash)
+    if (!entry && (this.unknown.get(hash) ?? 0) > now) entry = null
+    this.opts.metrics.apiKeyCache(entry === undefined ? 'miss' : 'hit')
+    if (entry === undefined) entry = await this.load(hash, now)
+    if (!entry || entry.revoked || (entry.expiresAt !== null && entry.expiresAt <= now)) return null
     this.touch(entry.id, now)
     return entry
+  }
+
+  /** A key this instance has verified, by id (what /auth/me shows of the calling key). */
+  cached(id: string): VerifiedApiKey | undefined {
+    const hash = this.hashById.get(id)
+    return hash ? this.byHash.get(hash) : undefined
   }
 
   private syncedUntil = 0
@@ -70,29 +82,39 @@ export class ApiKeyVerifier {
     }
   }
 
-  private async load(hash: string, now: number) {
+  private async load(hash: string, now: number): Promise<VerifiedApiKey | null> {
     this.databaseLookups++
     const generation = this.generation
     const row = await repo.findApiKeyByHash(this.opts.db, hash)
-    const entry = row
-      ? {
-          id: row.id, orgId: row.orgId, scopes: row.scopes, createdByUserId: row.createdByUserId,
-          expiresAt: row.expiresAt?.getTime() ?? null, revoked: row.revokedAt !== null,
-        }
-      : { unknownUntil: now + UNKNOWN_TTL_MS }
+    if (!row) {
+      this.unknown.delete(hash)
+      this.unknown.set(hash, now + UNKNOWN_TTL_MS)
+      if (this.unknown.size > UNKNOWN_KEYS_MAX) this.unknown.delete(this.unknown.keys().next().value as string)
+      return null
+    }
+    const entry: VerifiedApiKey = {
+      id: row.id, name: row.name, orgId: row.orgId, scopes: Object.freeze([...row.scopes]), createdByUserId: row.createdByUserId,
+      expiresAt: row.expiresAt?.getTime() ?? null, revoked: row.revokedAt !== null,
+    }
     // The row may predate a revocation whose eviction ran while we read it.
     if (generation === this.generation) this.remember(hash, entry)
     return entry
   }
 
-  private remember(hash: string, entry: VerifiedApiKey | { unknownUntil: number }) {
+  private remember(hash: string, entry: VerifiedApiKey) {
+    this.unknown.delete(hash) // a key created since it was looked up in vain
     this.byHash.set(hash, entry)
-    if ('id' in entry) this.hashById.set(entry.id, hash)
+    this.hashById.set(entry.id, hash)
     while (this.byHash.size > this.opts.maxEntries) {
-      const [oldestHash, oldest] = this.byHash.entries().next().value as [string, VerifiedApiKey | { unknownUntil: number }]
+      const [oldestHash, oldest] = this.byHash.entries().next().value as [string, VerifiedApiKey]
       this.byHash.delete(oldestHash)
-      if ('id' in oldest) this.hashById.delete(oldest.id)
+      this.hashById.delete(oldest.id)
     }
+  }
+
+  /** How many real and unknown keys are held (for tests and metrics). */
+  get sizes() {
+    return { known: this.byHash.size, unknown: this.unknown.size }
   }
 
   /** last_used_at: at most one write a minute per key, never awaited by the request. */

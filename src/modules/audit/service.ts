@@ -5,6 +5,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Database } from '../../db/client.js'
 import type { auditEvents } from '../../db/schema.js'
 import type { Clock } from '../../lib/clock.js'
+import type { AuthContext } from '../../plugins/tenancy.js'
 import { newId } from '../../lib/ids.js'
 import * as repo from './repository.js'
 
@@ -28,6 +29,9 @@ export interface AuditEntry {
 }
 
 const MAX_QUEUE = 10_000
+
+/** Who did it: a user through a session, or an API key (which acts as nobody). */
+export const actor = (auth: AuthContext) => ({ actorUserId: auth.userId, actorKeyId: auth.keyId ?? null })
 
 export class AuditLog {
   private queue: (typeof auditEvents.$inferInsert)[] = []

@@ -2,7 +2,7 @@
 // call needs no database round trip: the user, their memberships, and
 // organizations. Every change is pushed through the cluster channel
 // (users.changed, memberships.changed, organizations.changed) and evicts;
-// a TTL bounds staleness should a notification be missed.
+// the periodic resync (and the TTL) bound staleness should a notification be missed.
 import type { Database } from '../../db/client.js'
 import type { Clock } from '../../lib/clock.js'
 import type { ClusterEvent } from '../../plugins/events.js'
@@ -39,6 +39,13 @@ export class ProfileCache {
       for (const id of event.ids) this.orgs.delete(id)
       this.users.clear() // membership lists carry organization names
     }
+  }
+
+  /** Drops every entry: the periodic resync, should a notification have been missed. */
+  clear(): void {
+    this.generation++
+    this.users.clear()
+    this.orgs.clear()
   }
 
   private async cached<T>(map: Map<string, Entry<T>>, key: string, load: () => Promise<T>): Promise<T> {

@@ -1,5 +1,6 @@
 // HTTP shape of accounts: register, login, me. Rules live in service.ts.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { sessionAuth } from '../../plugins/authenticate.js'
 import type { FastifyRequest } from 'fastify'
 import { withFormBodies } from '../../plugins/form-body.js'
 import { errorResponses, NoContent } from '../../schemas/common.js'
@@ -64,11 +65,14 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     config: { auth: { org: false } },
     schema: {
       tags: TAGS, operationId: 'changePassword', summary: 'Change the password; every other session is revoked',
+      description: 'The current password always; with 2FA on, also a code unless the session logged in within REAUTH_WINDOW.',
       body: ChangePasswordBodySchema,
-      response: { 204: NoContent },
+      response: { 204: NoContent, ...errorResponses(423) },
     },
   }, async (request, reply) => {
-    await service.changePassword(request.auth!, request.body.current_password, request.body.new_password)
+    const auth = sessionAuth(request)
+    await app.recentAuth.assert(auth, { password: request.body.current_password, code: request.body.code }, { password: 'always' })
+    await service.changePassword(auth, request.body.new_password)
     return reply.code(204).send(null)
   })
 }

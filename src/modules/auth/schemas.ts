@@ -79,7 +79,15 @@ export const LoginResponseSchema = Type.Union([Type.Ref(LoginTokensSchema), Type
 })
 
 export const MeResponseSchema = Type.Object({
-  user: Type.Ref(UserSchema),
+  user: Type.Optional(Type.Ref(UserSchema, { description: 'The signed-in user (sessions only)' })),
+  api_key: Type.Optional(Type.Object({
+    id: PublicId('key'),
+    name: Type.Union([Type.String(), Type.Null()]),
+    organization_id: PublicId('org'),
+    scopes: Type.Array(Type.String()),
+    created_by: PublicId('usr', 'Who created the key (provenance; the key does not act as them)'),
+    expires_at: Type.Union([Timestamp, Type.Null()]),
+  }, { description: 'The calling API key (API keys only): an identity of its organization, not of its creator' })),
   organization: Type.Object({
     id: PublicId('org'), name: Type.String(),
     role: Type.Union([RoleSchema, Type.Null()], { description: "The caller's role; null for an API key" }),
@@ -99,6 +107,7 @@ export const MeResponseSchema = Type.Object({
 export const ChangePasswordBodySchema = Type.Object({
   current_password: PasswordInput,
   new_password: PasswordInput,
+  code: Type.Optional(Type.String({ minLength: 6, maxLength: 32, description: 'With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW' })),
 }, { additionalProperties: false })
 
 export const SHARED_SCHEMAS = [UserSchema, OrganizationWithRoleSchema, LoginTokensSchema, MfaRequiredSchema]

@@ -7,12 +7,13 @@ import type { Clock } from '../../lib/clock.js'
 import { newId } from '../../lib/ids.js'
 import type { PasswordHasher } from '../../lib/password-hasher.js'
 import { checkPasswordPolicy } from '../../lib/password-policy.js'
-import type { AuthContext } from '../../plugins/authenticate.js'
+import type { AuthContext, SessionAuth } from '../../plugins/authenticate.js'
 import * as orgRepo from '../organizations/repository.js'
 import type { ClientMeta, SessionService, TokenPair } from '../sessions/service.js'
 import type { AuditLog } from '../audit/service.js'
 import type { Lockout } from './lockout.js'
 import type { ProfileCache } from './profile-cache.js'
+import type { ApiKeyVerifier } from '../api-keys/verifier.js'
 import type { MfaService } from '../mfa/service.js'
 import * as repo from './repository.js'
 import type { LoginInput, RegisterBody } from './schemas.js'
@@ -27,6 +28,7 @@ export interface AuthServiceDeps {
   lockout: Lockout
   mfa: MfaService
   profiles: ProfileCache
+  apiKeys: ApiKeyVerifier
 }
 
 const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
@@ -132,37 +134,45 @@ export class AuthService {
     }, () => { /* the audit log never fails a request */ })
   }
 
-  /** Changes the password (the current one is required) and revokes every other session. */
-  async changePassword(auth: AuthContext, currentPassword: string, newPassword: string) {
+  /** Sets a new password and revokes every other session. The caller has proven the current one (recent-auth). */
+  async changePassword(auth: SessionAuth, newPassword: string) {
     const { db, clock, hasher, config } = this.deps
     const user = await repo.findUserById(db, auth.userId)
-    if (!user || !(await hasher.verify(user.passwordHash, currentPassword))) {
-      throw new AppError('INVALID_CREDENTIALS', 'Current password is incorrect')
-    }
+    if (!user) throw unauthorized('Invalid or expired token')
     const problem = checkPasswordPolicy(newPassword, config.PASSWORD_MIN_LENGTH, { email: user.email, name: user.name })
     if (problem) throw validationError('new_password', problem)
     await repo.updatePasswordHash(db, user.id, await hasher.hash(newPassword), new Date(clock.now()))
     await this.deps.sessions.revoke(user.id, 'all', auth.sessionId)
   }
 
-  /** From the profile cache: no database round trip once a user has been seen. */
+  /**
+   * From the profile cache: no database round trip once a user has been seen. An API key
+   * is the organization's identity: it is described, never its creator's profile.
+   */
   async me(auth: AuthContext) {
     const { profiles } = this.deps
-    const profile = await profiles.profile(auth.userId)
-    if (!profile || profile.user.disabledAt) throw unauthorized('Invalid or expired token')
     const org = await profiles.organization(auth.orgId)
     if (!org) throw new AppError('FORBIDDEN', 'Not a member of this organization')
-    const { user } = profile
-    // An API key sees only its own organization.
-    const memberships = auth.method === 'session' ? profile.memberships : []
+    const organization = { id: org.id, name: org.name, role: auth.role, credits: org.credits }
+    if (auth.method === 'api_key') {
+      const key = this.deps.apiKeys.cached(auth.keyId)
+      return {
+        api_key: {
+          id: auth.keyId, name: key?.name ?? null, organization_id: auth.orgId, scopes: [...auth.scopes], created_by: auth.createdByUserId,
+          expires_at: key?.expiresAt ? new Date(key.expiresAt).toISOString() : null,
+        },
+        organization,
+        memberships: [],
+        auth: { method: auth.method, scopes: [...auth.scopes], key_id: auth.keyId },
+      }
+    }
+    const profile = await profiles.profile(auth.userId)
+    if (!profile || profile.user.disabledAt) throw unauthorized('Invalid or expired token')
     return {
-      user: userView(user),
-      organization: { id: org.id, name: org.name, role: auth.role, credits: org.credits },
-      memberships: memberships.map((m) => ({ id: m.orgId, name: m.name, role: m.role })),
-      auth: {
-        method: auth.method, scopes: auth.scopes,
-        ...(auth.sessionId ? { session_id: auth.sessionId } : {}), ...(auth.keyId ? { key_id: auth.keyId } : {}),
-      },
+      user: userView(profile.user),
+      organization,
+      memberships: profile.memberships.map((m) => ({ id: m.orgId, name: m.name, role: m.role })),
+      auth: { method: auth.method, scopes: [...auth.scopes], session_id: auth.sessionId },
     }
   }
 

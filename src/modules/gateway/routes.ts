@@ -34,17 +34,21 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (missing.length) {
       throw insufficientScope(missing)
     }
+    // Only the headers that apply: an API key is its organization's identity, with no user or role.
+    if (auth.method === 'session') {
+      reply.header('x-auth-user-id', auth.userId)
+      reply.header('x-auth-role', auth.role)
+    } else {
+      reply.header('x-auth-key-id', auth.keyId)
+    }
     reply.headers({
-      'x-auth-user-id': auth.userId,
       'x-auth-org-id': auth.orgId,
-      'x-auth-role': auth.role ?? '',
       'x-auth-scopes': auth.scopes.join(' '),
       'x-auth-method': auth.method,
-      'x-auth-key-id': auth.keyId ?? '',
       'cache-control': 'no-store',
     })
     return {
-      user_id: auth.userId, org_id: auth.orgId, role: auth.role, scopes: auth.scopes, method: auth.method, key_id: auth.keyId ?? null,
+      user_id: auth.userId, org_id: auth.orgId, role: auth.role, scopes: auth.scopes as string[], method: auth.method, key_id: auth.keyId ?? null,
     }
   }
   // Browser security headers are skipped here: a gateway consumes this answer, no browser renders it.

@@ -5,7 +5,7 @@ export const VerifyQuerySchema = Type.Object({
 }, { additionalProperties: true })
 
 export const VerifyResponseSchema = Type.Object({
-  user_id: Type.String(),
+  user_id: Type.Union([Type.String(), Type.Null()], { description: 'null for an API key (an identity of its organization)' }),
   org_id: Type.String(),
   role: Type.Union([Type.String(), Type.Null()]),
   scopes: Type.Array(Type.String()),
@@ -29,6 +29,7 @@ export const IntrospectionSchema = Type.Object({
   org_id: Type.Optional(Type.String()),
   org_role: Type.Optional(Type.String()),
   sid: Type.Optional(Type.String()),
+  auth_time: Type.Optional(Type.Integer()),
   key_id: Type.Optional(Type.String()),
   exp: Type.Optional(Type.Integer()),
   iat: Type.Optional(Type.Integer()),

@@ -45,8 +45,9 @@ export class GatewayService {
       const key = await deps.apiKeys.verify(token)
       if (!key || key.orgId !== caller.orgId) return INACTIVE
       return {
+        // The key is the subject (and the OAuth client): it acts as its organization, not as its creator.
         active: true, token_type: 'api_key', key_id: key.id, org_id: key.orgId, scope: key.scopes.join(' '),
-        sub: key.createdByUserId, ...(key.expiresAt ? { exp: Math.floor(key.expiresAt / 1000) } : {}),
+        sub: key.id, ...(key.expiresAt ? { exp: Math.floor(key.expiresAt / 1000) } : {}),
       }
     }
     if (looksLikeRefreshToken(token)) {

@@ -1,14 +1,17 @@
 // HTTP shape of two-factor authentication.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { sessionAuth } from '../../plugins/authenticate.js'
 import { Type } from '@sinclair/typebox'
 import { errorResponses, NoContent } from '../../schemas/common.js'
 import { LoginTokensSchema } from '../auth/schemas.js'
-import { DisableBodySchema, EnableBodySchema, EnableResponseSchema, SetupResponseSchema, VerifyTwoFactorBodySchema } from './schemas.js'
+import {
+  DisableBodySchema, EnableBodySchema, EnableResponseSchema, RegenerateRecoveryCodesBodySchema, SetupResponseSchema, VerifyTwoFactorBodySchema,
+} from './schemas.js'
 
 const TAGS = ['two-factor']
 
 const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { mfa, authService } = app
+  const { mfa, authService, recentAuth } = app
 
   app.post('/auth/verify-2fa', {
     config: { rateLimit: app.ipRateLimit(app.config.RATE_LIMIT_VERIFY_2FA) },
@@ -25,16 +28,21 @@ const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: TAGS, operationId: 'setupTwoFactor', summary: 'Start enabling TOTP: a secret to add to an authenticator app',
       response: { 200: SetupResponseSchema, ...errorResponses(409) },
     },
-  }, async (request) => mfa.setup(request.auth!))
+  }, async (request) => mfa.setup(sessionAuth(request)))
 
   app.post('/auth/2fa/enable', {
     config: { auth: { org: false } },
     schema: {
       tags: TAGS, operationId: 'enableTwoFactor', summary: 'Confirm a code; two-factor is on and recovery codes are returned once',
+      description: 'Needs the password too, unless the session logged in within REAUTH_WINDOW. Every other session is revoked.',
       body: EnableBodySchema,
-      response: { 200: EnableResponseSchema, ...errorResponses(409) },
+      response: { 200: EnableResponseSchema, ...errorResponses(409, 423) },
     },
-  }, async (request) => mfa.enable(request.auth!, request.body.code))
+  }, async (request) => {
+    const auth = sessionAuth(request)
+    await recentAuth.assert(auth, { password: request.body.password })
+    return mfa.enable(auth, request.body.code)
+  })
 
   app.post('/auth/2fa/disable', {
     config: { auth: { org: false } },
@@ -44,8 +52,24 @@ const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent, ...errorResponses(409, 423) },
     },
   }, async (request, reply) => {
-    await mfa.disable(request.auth!, request.body.password, request.body.code)
+    const auth = sessionAuth(request)
+    await recentAuth.assert(auth, request.body, { password: 'always', code: 'always' })
+    await mfa.disable(auth)
     return reply.code(204).send(null)
+  })
+
+  app.post('/auth/2fa/recovery-codes', {
+    config: { auth: { org: false } },
+    schema: {
+      tags: TAGS, operationId: 'regenerateRecoveryCodes', summary: 'Replace the recovery codes (recent authentication required)',
+      description: 'The password and a code, unless the session logged in within REAUTH_WINDOW. The old codes stop working.',
+      body: RegenerateRecoveryCodesBodySchema,
+      response: { 200: EnableResponseSchema, ...errorResponses(409, 423) },
+    },
+  }, async (request) => {
+    const auth = sessionAuth(request)
+    await recentAuth.assert(auth, request.body)
+    return mfa.regenerateRecoveryCodes(auth)
   })
 }
 

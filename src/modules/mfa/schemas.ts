@@ -1,6 +1,8 @@
 import { Type } from '@sinclair/typebox'
 
-const Code = Type.String({ minLength: 6, maxLength: 32, description: 'A 6-digit TOTP code, or a recovery code (xxxxx-xxxxx)' })
+const CODE = { minLength: 6, maxLength: 32, description: 'A 6-digit TOTP code, or a recovery code (xxxxx-xxxxx)' }
+const Code = Type.String(CODE)
+const PASSWORD = { minLength: 1, maxLength: 512, description: 'The account password' }
 
 export const VerifyTwoFactorBodySchema = Type.Object({
   mfa_token: Type.String({ minLength: 1, maxLength: 200 }),
@@ -14,6 +16,7 @@ export const SetupResponseSchema = Type.Object({
 
 export const EnableBodySchema = Type.Object({
   code: Type.String({ pattern: '^\\s*\\d{6}\\s*$', description: 'A current code from the authenticator app' }),
+  password: Type.Optional(Type.String({ ...PASSWORD, description: 'The account password; not needed within REAUTH_WINDOW of a login' })),
 }, { additionalProperties: false })
 
 export const EnableResponseSchema = Type.Object({
@@ -21,6 +24,11 @@ export const EnableResponseSchema = Type.Object({
 })
 
 export const DisableBodySchema = Type.Object({
-  password: Type.String({ minLength: 1, maxLength: 512 }),
+  password: Type.String(PASSWORD),
   code: Code,
+}, { additionalProperties: false })
+
+export const RegenerateRecoveryCodesBodySchema = Type.Object({
+  password: Type.Optional(Type.String({ ...PASSWORD, description: 'Not needed within REAUTH_WINDOW of a login' })),
+  code: Type.Optional(Type.String({ ...CODE, description: 'A TOTP or recovery code; not needed within REAUTH_WINDOW of a login' })),
 }, { additionalProperties: false })

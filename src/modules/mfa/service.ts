@@ -2,16 +2,15 @@
 // codes returned once) → login answers { mfa_required, mfa_token } → verify-2fa
 // with a TOTP or recovery code finishes it. A code is accepted once (also under
 // concurrency), wrong codes count toward the lockout, secrets are sealed at rest.
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import type { Config } from '../../config.js'
-import type { Database } from '../../db/client.js'
+import type { Database, Queryable } from '../../db/client.js'
 import { AppError } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { decrypt, deriveKey, encrypt, sha256 } from '../../lib/crypto.js'
 import { newId } from '../../lib/ids.js'
-import type { PasswordHasher } from '../../lib/password-hasher.js'
 import { matchTotp, newTotpSecret, totpUri } from '../../lib/totp.js'
-import type { AuthContext } from '../../plugins/tenancy.js'
+import type { SessionAuth } from '../../plugins/tenancy.js'
 import type { AuditLog } from '../audit/service.js'
 import type { EventBus } from '../../plugins/events.js'
 import type { Lockout } from '../auth/lockout.js'
@@ -23,7 +22,6 @@ export interface MfaServiceDeps {
   db: Database
   config: Config
   clock: Clock
-  hasher: PasswordHasher
   sessions: SessionService
   lockout: Lockout
   audit: AuditLog
@@ -45,12 +43,14 @@ const invalid = () => new AppError('MFA_INVALID')
 
 export class MfaService {
   private readonly sealKey: Buffer
+  private readonly recoveryKey: Buffer
 
   constructor(private readonly deps: MfaServiceDeps) {
     this.sealKey = deriveKey(deps.config.secretKey!, 'totp')
+    this.recoveryKey = deriveKey(deps.config.secretKey!, 'recovery-codes')
   }
 
-  async setup(auth: AuthContext) {
+  async setup(auth: SessionAuth) {
     const user = await this.user(auth.userId)
     if (user.mfaEnabled) throw new AppError('CONFLICT', 'Two-factor authentication is already enabled')
     const secret = newTotpSecret()
@@ -58,7 +58,8 @@ export class MfaService {
     return { secret, otpauth_url: totpUri(this.deps.config.TOTP_ISSUER, user.email, secret) }
   }
 
-  async enable(auth: AuthContext, code: string) {
+  /** The caller has proven recent authentication (the route checks it first). */
+  async enable(auth: SessionAuth, code: string) {
     const user = await this.user(auth.userId)
     if (user.mfaEnabled) throw new AppError('CONFLICT', 'Two-factor authentication is already enabled')
     if (!user.totpPendingSecretSealed) throw new AppError('CONFLICT', 'Call POST /auth/2fa/setup first')
@@ -69,24 +70,37 @@ export class MfaService {
     const now = this.now()
     await this.deps.db.transaction(async (tx) => {
       await repo.enableTotp(tx, user.id, encrypt(this.sealKey, secret, user.id), step, now)
-      await repo.replaceRecoveryCodes(tx, user.id, codes.map((c) => ({
-        id: newId('rcv', now.getTime()), userId: user.id, codeHash: sha256(normalizeRecoveryCode(c)), createdAt: now,
-      })))
+      await this.replaceRecoveryCodes(tx, user.id, codes, now)
     })
     await this.deps.events.publish({ type: 'users.changed', ids: [user.id] })
     await this.deps.sessions.revoke(user.id, 'all', auth.sessionId)
     return { recovery_codes: codes }
   }
 
-  async disable(auth: AuthContext, password: string, code: string) {
+  /** Ten new recovery codes; the old ones stop working. The caller has proven recent authentication. */
+  async regenerateRecoveryCodes(auth: SessionAuth) {
     const user = await this.user(auth.userId)
     if (!user.mfaEnabled) throw new AppError('CONFLICT', 'Two-factor authentication is not enabled')
-    if (!(await this.deps.hasher.verify(user.passwordHash, password))) throw new AppError('INVALID_CREDENTIALS', 'Password is incorrect')
-    const verdict = await this.acceptCode(user, code)
-    if (verdict !== 'accepted') {
-      if (verdict === 'wrong') await this.deps.lockout.recordFailure(user.email)
-      throw invalid()
-    }
+    const codes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode)
+    await this.deps.db.transaction((tx) => this.replaceRecoveryCodes(tx, user.id, codes, this.now()))
+    return { recovery_codes: codes }
+  }
+
+  private replaceRecoveryCodes(db: Queryable, userId: string, codes: string[], now: Date) {
+    return repo.replaceRecoveryCodes(db, userId, codes.map((c) => ({
+      id: newId('rcv', now.getTime()), userId, codeHash: this.recoveryCodeHash(c), createdAt: now,
+    })))
+  }
+
+  /** Keyed with a secret: a leaked table of 50-bit codes cannot be brute-forced offline. */
+  private recoveryCodeHash(code: string) {
+    return createHmac('sha256', this.recoveryKey).update(normalizeRecoveryCode(code)).digest('hex')
+  }
+
+  /** The caller has proven its password and a code (the route checks both first). */
+  async disable(auth: SessionAuth) {
+    const user = await this.user(auth.userId)
+    if (!user.mfaEnabled) throw new AppError('CONFLICT', 'Two-factor authentication is not enabled')
     await this.deps.db.transaction(async (tx) => {
       await repo.disableTotp(tx, user.id, this.now())
       await repo.replaceRecoveryCodes(tx, user.id, [])
@@ -130,7 +144,7 @@ export class MfaService {
    * valid code is refused but is no guess, so only 'wrong' counts toward the lockout:
    * a double-submitted form must not lock out the user who just logged in.
    */
-  private async acceptCode(user: userRepo.UserRow, code: string): Promise<'accepted' | 'replayed' | 'wrong'> {
+  async acceptCode(user: userRepo.UserRow, code: string): Promise<'accepted' | 'replayed' | 'wrong'> {
     const trimmed = code.trim()
     if (/^\d{6}$/.test(trimmed)) {
       if (!user.totpSecretSealed) return 'wrong'
@@ -138,9 +152,8 @@ export class MfaService {
       if (step === null) return 'wrong'
       return (await repo.claimTotpStep(this.deps.db, user.id, step)) ? 'accepted' : 'replayed'
     }
-    const normalized = normalizeRecoveryCode(trimmed)
-    if (normalized.length !== 10) return 'wrong'
-    return (await repo.useRecoveryCode(this.deps.db, user.id, sha256(normalized), this.now())) ? 'accepted' : 'wrong'
+    if (normalizeRecoveryCode(trimmed).length !== 10) return 'wrong'
+    return (await repo.useRecoveryCode(this.deps.db, user.id, this.recoveryCodeHash(trimmed), this.now())) ? 'accepted' : 'wrong'
   }
 
   private async user(id: string) {

@@ -1,5 +1,6 @@
 // HTTP shape of organizations and members.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { sessionAuth } from '../../plugins/authenticate.js'
 import { Type } from '@sinclair/typebox'
 import { DEFAULT_PAGE_SIZE, errorResponses, ListQuerySchema, NoContent } from '../../schemas/common.js'
 import {
@@ -25,7 +26,7 @@ const organizationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: TAGS, operationId: 'listOrganizations', summary: 'The organizations the caller belongs to',
       querystring: ListQuerySchema, response: { 200: OrganizationPageSchema },
     },
-  }, async (request) => service.listMine(request.auth!.userId, request.query.limit ?? DEFAULT_PAGE_SIZE, request.query.cursor))
+  }, async (request) => service.listMine(sessionAuth(request).userId, request.query.limit ?? DEFAULT_PAGE_SIZE, request.query.cursor))
 
   app.post('/organizations', {
     config: { auth: { org: false } },
@@ -33,7 +34,7 @@ const organizationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: TAGS, operationId: 'createOrganization', summary: 'Create an organization; the caller becomes its owner',
       body: CreateOrganizationBodySchema, response: { 201: Org },
     },
-  }, async (request, reply) => reply.code(201).send(await service.create(request.auth!, request.body.name)))
+  }, async (request, reply) => reply.code(201).send(await service.create(sessionAuth(request), request.body.name)))
 
   app.get('/organizations/:org_id', {
     config: { auth: { methods: EITHER } },

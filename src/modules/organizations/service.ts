@@ -1,16 +1,20 @@
 // Organization rules: create, rename, members and roles. An organization
-// always keeps an owner; only owners make or unmake owners; removing a member
-// revokes that user's sessions in the organization on every instance.
+// always keeps an owner; a role is granted, changed or taken away only within
+// the caller's own authority (only owners make or unmake owners; a key grants no
+// role beyond its scopes); removing a member revokes that user's sessions in
+// the organization on every instance.
 import type { Config, Role } from '../../config.js'
+import { assertWithinAuthority } from '../../lib/authority.js'
 import type { Database } from '../../db/client.js'
 import { isUniqueViolation } from '../../db/errors.js'
 import { AppError, notFound } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { newId } from '../../lib/ids.js'
 import { keysetPage } from '../../lib/pagination.js'
-import type { AuthContext, Tenancy } from '../../plugins/tenancy.js'
+import type { AuthContext, SessionAuth, Tenancy } from '../../plugins/tenancy.js'
+import * as apiKeyRepo from '../api-keys/repository.js'
 import * as userRepo from '../auth/repository.js'
-import type { AuditLog } from '../audit/service.js'
+import { actor, type AuditLog } from '../audit/service.js'
 import { normalizeEmail } from '../auth/service.js'
 import type { SessionService } from '../sessions/service.js'
 import type { EventBus } from '../../plugins/events.js'
@@ -35,8 +39,6 @@ const memberView = (m: repo.MemberView) => ({
   user_id: m.userId, email: m.email, name: m.name, role: m.role, joined_at: m.joinedAt.toISOString(),
 })
 
-const actor = (auth: AuthContext) => ({ actorUserId: auth.userId, actorKeyId: auth.keyId ?? null })
-
 export class OrganizationService {
   constructor(private readonly deps: OrganizationServiceDeps) {}
 
@@ -49,7 +51,7 @@ export class OrganizationService {
   }
 
   /** New organizations start without credits: welcome credits come with a registration only. */
-  async create(auth: AuthContext, name: string) {
+  async create(auth: SessionAuth, name: string) {
     const now = new Date(this.deps.clock.now())
     const id = newId('org', now.getTime())
     await this.deps.db.transaction(async (tx) => {
@@ -113,8 +115,13 @@ export class OrganizationService {
     return memberView(member)
   }
 
+  /**
+   * API keys the member created stay alive: a key is the organization's identity, not the
+   * person's (as WorkOS and Unkey do), so an integration does not break when its author
+   * leaves. The audit event lists them, for an admin to review or revoke.
+   */
   async removeMember(auth: AuthContext, userId: string) {
-    await this.deps.db.transaction(async (tx) => {
+    const keptKeys = await this.deps.db.transaction(async (tx) => {
       const owners = await repo.lockOwners(tx, auth.orgId)
       const target = await repo.findMember(tx, auth.orgId, userId)
       if (!target) throw notFound('Member')
@@ -123,16 +130,18 @@ export class OrganizationService {
         throw new AppError('CONFLICT', 'An organization must keep at least one owner')
       }
       await repo.deleteMembership(tx, auth.orgId, userId)
+      return apiKeyRepo.listLiveKeyIdsCreatedBy(tx, auth.orgId, userId)
     })
     await this.deps.tenancy.publishMembershipChange(auth.orgId, userId)
     await this.deps.sessions.revoke(userId, { orgId: auth.orgId })
-    this.deps.audit.record({ orgId: auth.orgId, action: 'member.removed', ...actor(auth), targetType: 'user', targetId: userId })
+    this.deps.audit.record({
+      orgId: auth.orgId, action: 'member.removed', ...actor(auth), targetType: 'user', targetId: userId,
+      metadata: { api_keys_kept: keptKeys },
+    })
   }
 
-  /** Only owners grant, change or remove the owner role (an API key never does: it has no role). */
+  /** Granting a role, or changing or removing one somebody holds, needs that role's authority. */
   private assertMayGrant(auth: AuthContext, role: Role) {
-    if (role === 'owner' && auth.role !== 'owner') {
-      throw new AppError('FORBIDDEN', 'Only an owner can grant, change or remove the owner role')
-    }
+    assertWithinAuthority(this.deps.config, auth, { role })
   }
 }

@@ -1,5 +1,6 @@
 // HTTP shape of sessions: refresh, logout, logout-all, list and revoke.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { sessionAuth } from '../../plugins/authenticate.js'
 import { AppError } from '../../errors.js'
 import { withFormBodies } from '../../plugins/form-body.js'
 import { DEFAULT_PAGE_SIZE, errorResponses, ListQuerySchema, NoContent } from '../../schemas/common.js'
@@ -44,7 +45,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent },
     },
   }, async (request, reply) => {
-    const auth = request.auth!
+    const auth = sessionAuth(request)
     const ids = [auth.sessionId!]
     const presented = request.body?.refresh_token
     const other = presented ? await sessions.sessionOfRefreshToken(auth.userId, presented) : undefined
@@ -60,7 +61,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent },
     },
   }, async (request, reply) => {
-    await sessions.revoke(request.auth!.userId, 'all')
+    await sessions.revoke(sessionAuth(request).userId, 'all')
     return reply.code(204).send(null)
   })
 
@@ -72,7 +73,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: SessionPageSchema },
     },
   }, async (request) => {
-    const auth = request.auth!
+    const auth = sessionAuth(request)
     return sessions.list(auth.userId, auth.sessionId, request.query.limit ?? DEFAULT_PAGE_SIZE, request.query.cursor)
   })
 
@@ -84,7 +85,7 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 204: NoContent, ...errorResponses(404) },
     },
   }, async (request, reply) => {
-    const auth = request.auth!
+    const auth = sessionAuth(request)
     const revoked = await sessions.revoke(auth.userId, [request.params.id])
     if (!revoked.length) throw new AppError('NOT_FOUND', 'Session not found')
     return reply.code(204).send(null)

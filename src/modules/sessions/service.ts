@@ -3,6 +3,7 @@
 // logout-all and password changes revoke sessions on every instance.
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, Role } from '../../config.js'
+import { scopesOfRole } from '../../lib/authority.js'
 import type { Database, Queryable } from '../../db/client.js'
 import { AppError } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
@@ -38,12 +39,8 @@ export interface TokenPair {
   refresh_token: string
 }
 
-export function scopesForRole(config: Config, role: Role): string[] {
-  return role === 'member' ? [...config.MEMBER_SCOPES] : [...config.SCOPES]
-}
-
 type RefreshOutcome =
-  | { kind: 'issued'; child: string; userId: string; sessionId: string; orgId: string; role: Role }
+  | { kind: 'issued'; child: string; userId: string; sessionId: string; authTime: Date; orgId: string; role: Role }
   | { kind: 'reused'; userId: string; sessionId: string }
 
 export class SessionService {
@@ -68,7 +65,7 @@ export class SessionService {
       id: newId('rtk', now.getTime()), sessionId, parentId: null, tokenHash: hashRefreshToken(refreshToken),
       createdAt: now, expiresAt: this.tokenExpiry(now, expiresAt),
     })
-    return this.pair(userId, sessionId, membership, refreshToken)
+    return this.pair(userId, sessionId, now, membership, refreshToken)
   }
 
   /** Rotates a refresh token; see SPEC §4 "Refresh tokens and sessions". */
@@ -82,7 +79,7 @@ export class SessionService {
       this.deps.log.warn({ sessionId: outcome.sessionId, userId: outcome.userId }, 'refresh token reuse detected; session revoked')
       throw new AppError('REFRESH_TOKEN_REUSED')
     }
-    return this.pair(outcome.userId, outcome.sessionId, outcome, outcome.child)
+    return this.pair(outcome.userId, outcome.sessionId, outcome.authTime, outcome, outcome.child)
   }
 
   private async rotateInTransaction(tx: Queryable, presented: string, requestedOrgId?: string): Promise<RefreshOutcome> {
@@ -101,7 +98,7 @@ export class SessionService {
       if (withinGrace && existing && !existing.usedAt && existing.tokenHash === hashRefreshToken(child)) {
         const membership = await this.membershipFor(tx, session.userId, requestedOrgId ?? session.orgId)
         await repo.touchSession(tx, session.id, membership.orgId, now)
-        return { kind: 'issued', child, userId: session.userId, sessionId: session.id, ...membership }
+        return { kind: 'issued', child, userId: session.userId, sessionId: session.id, authTime: session.createdAt, ...membership }
       }
       await repo.revokeSessions(tx, session.userId, [session.id], now)
       this.deps.audit.record({ orgId: session.orgId, action: 'refresh.reuse_detected', actorUserId: session.userId, targetType: 'session', targetId: session.id })
@@ -118,7 +115,7 @@ export class SessionService {
       createdAt: now, expiresAt: this.tokenExpiry(now, session.expiresAt),
     })
     await repo.touchSession(tx, session.id, membership.orgId, now)
-    return { kind: 'issued', child, userId: session.userId, sessionId: session.id, ...membership }
+    return { kind: 'issued', child, userId: session.userId, sessionId: session.id, authTime: session.createdAt, ...membership }
   }
 
   /**
@@ -161,10 +158,11 @@ export class SessionService {
     }))
   }
 
-  private pair(userId: string, sessionId: string, membership: { orgId: string; role: Role }, refreshToken: string): TokenPair {
+  /** A session's access tokens carry its login time as auth_time: refreshing proves no password. */
+  private pair(userId: string, sessionId: string, authTime: Date, membership: { orgId: string; role: Role }, refreshToken: string): TokenPair {
     const { token, expiresIn } = this.deps.tokens.signAccessToken({
       userId, orgId: membership.orgId, role: membership.role,
-      scopes: scopesForRole(this.deps.config, membership.role), sessionId,
+      scopes: scopesOfRole(this.deps.config, membership.role), sessionId, authTime: Math.floor(authTime.getTime() / 1000),
     })
     return { access_token: token, token_type: 'Bearer', expires_in: expiresIn, refresh_token: refreshToken }
   }

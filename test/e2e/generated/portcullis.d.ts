@@ -121,7 +121,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Change the password; every other session is revoked */
+        /**
+         * Change the password; every other session is revoked
+         * @description The current password always; with 2FA on, also a code unless the session logged in within REAUTH_WINDOW.
+         */
         post: operations["changePassword"];
         delete?: never;
         options?: never;
@@ -260,7 +263,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Confirm a code; two-factor is on and recovery codes are returned once */
+        /**
+         * Confirm a code; two-factor is on and recovery codes are returned once
+         * @description Needs the password too, unless the session logged in within REAUTH_WINDOW. Every other session is revoked.
+         */
         post: operations["enableTwoFactor"];
         delete?: never;
         options?: never;
@@ -279,6 +285,26 @@ export interface paths {
         put?: never;
         /** Turn two-factor off (password and a code required) */
         post: operations["disableTwoFactor"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/2fa/recovery-codes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Replace the recovery codes (recent authentication required)
+         * @description The password and a code, unless the session logged in within REAUTH_WINDOW. The old codes stop working.
+         */
+        post: operations["regenerateRecoveryCodes"];
         delete?: never;
         options?: never;
         head?: never;
@@ -512,7 +538,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {string} */
-                code: "BAD_REQUEST" | "UNAUTHORIZED" | "INVALID_CREDENTIALS" | "REFRESH_FAILED" | "REFRESH_TOKEN_REUSED" | "MFA_INVALID" | "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "NOT_FOUND" | "EMAIL_TAKEN" | "CONFLICT" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "VALIDATION_ERROR" | "ACCOUNT_LOCKED" | "RATE_LIMITED" | "INTERNAL_ERROR" | "SERVICE_UNAVAILABLE";
+                code: "BAD_REQUEST" | "UNAUTHORIZED" | "INVALID_CREDENTIALS" | "REFRESH_FAILED" | "REFRESH_TOKEN_REUSED" | "MFA_INVALID" | "FORBIDDEN" | "INSUFFICIENT_SCOPE" | "REAUTHENTICATION_REQUIRED" | "NOT_FOUND" | "EMAIL_TAKEN" | "CONFLICT" | "PAYLOAD_TOO_LARGE" | "UNSUPPORTED_MEDIA_TYPE" | "VALIDATION_ERROR" | "ACCOUNT_LOCKED" | "RATE_LIMITED" | "INTERNAL_ERROR" | "SERVICE_UNAVAILABLE";
                 message: string;
                 details?: ({
                     field?: string;
@@ -1139,7 +1165,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        user: components["schemas"]["User"];
+                        user?: components["schemas"]["User"];
+                        /** @description The calling API key (API keys only): an identity of its organization, not of its creator */
+                        api_key?: {
+                            id: string;
+                            name: string | null;
+                            organization_id: string;
+                            scopes: string[];
+                            /** @description Who created the key (provenance; the key does not act as them) */
+                            created_by: string;
+                            expires_at: string | null;
+                        };
                         /** @description The organization context of the request */
                         organization: {
                             id: string;
@@ -1233,6 +1269,8 @@ export interface operations {
                     current_password: string;
                     /** @description Password, 12–256 characters */
                     new_password: string;
+                    /** @description With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW */
+                    code?: string;
                 };
             };
         };
@@ -1291,6 +1329,15 @@ export interface operations {
             };
             /** @description Unprocessable Entity */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Locked */
+            423: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2073,6 +2120,8 @@ export interface operations {
                 "application/json": {
                     /** @description A current code from the authenticator app */
                     code: string;
+                    /** @description The account password; not needed within REAUTH_WINDOW of a login */
+                    password?: string;
                 };
             };
         };
@@ -2152,6 +2201,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description Locked */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description Too Many Requests */
             429: {
                 headers: {
@@ -2191,6 +2249,7 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
+                    /** @description The account password */
                     password: string;
                     /** @description A 6-digit TOTP code, or a recovery code (xxxxx-xxxxx) */
                     code: string;
@@ -2204,6 +2263,137 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Payload Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Locked */
+            423: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    regenerateRecoveryCodes: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description Not needed within REAUTH_WINDOW of a login */
+                    password?: string;
+                    /** @description A TOTP or recovery code; not needed within REAUTH_WINDOW of a login */
+                    code?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description Ten single-use codes, shown once */
+                        recovery_codes: string[];
+                    };
+                };
             };
             /** @description Bad Request */
             400: {
@@ -3828,7 +4018,8 @@ export interface operations {
                 };
                 content: {
                     "application/json": {
-                        user_id: string;
+                        /** @description null for an API key (an identity of its organization) */
+                        user_id: string | null;
                         org_id: string;
                         role: string | null;
                         scopes: string[];
@@ -3936,6 +4127,7 @@ export interface operations {
                         org_id?: string;
                         org_role?: string;
                         sid?: string;
+                        auth_time?: number;
                         key_id?: string;
                         exp?: number;
                         iat?: number;

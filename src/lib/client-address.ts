@@ -1,0 +1,34 @@
+// The unit a per-client limit counts: an IPv4 address, or the /64 of an IPv6
+// address (one host is routinely handed a whole /64, so counting single
+// addresses lets it rotate through 2^64 of them). IPv4-mapped IPv6
+// (::ffff:192.0.2.1, as a dual-stack socket reports IPv4 peers) counts as IPv4.
+import { isIPv4, isIPv6 } from 'node:net'
+
+const MAPPED_V4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
+
+/** The 8 hextets of an IPv6 address, as numbers. */
+function hextets(address: string): number[] {
+  const [head, tail] = address.includes('::') ? address.split('::') as [string, string] : [address, undefined]
+  const parse = (part: string) => (part ? part.split(':') : [])
+  let left = parse(head)
+  let right = tail === undefined ? [] : parse(tail)
+  // An embedded IPv4 tail (::ffff:1.2.3.4, 64:ff9b::1.2.3.4) is two hextets.
+  const expandV4 = (groups: string[]) => groups.flatMap((g) => {
+    if (!isIPv4(g)) return [g]
+    const [a, b, c, d] = g.split('.').map(Number) as [number, number, number, number]
+    return [((a << 8) | b).toString(16), ((c << 8) | d).toString(16)]
+  })
+  left = expandV4(left)
+  right = expandV4(right)
+  const zeros = tail === undefined ? [] : Array<string>(8 - left.length - right.length).fill('0')
+  return [...left, ...zeros, ...right].map((g) => parseInt(g, 16))
+}
+
+/** `203.0.113.7` → `203.0.113.7`; `2001:db8:a:b:1:2:3:4` → `2001:db8:a:b::/64`. */
+export function clientAddressKey(ip: string): string {
+  const address = ip.replace(/%.*$/, '') // zone id
+  const mapped = MAPPED_V4.exec(address)
+  if (mapped) return mapped[1]!
+  if (!isIPv6(address)) return address
+  return `${hextets(address).slice(0, 4).map((h) => h.toString(16)).join(':')}::/64`
+}

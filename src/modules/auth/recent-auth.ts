@@ -1,0 +1,78 @@
+// Recent authentication ("sudo mode", OWASP ASVS 6.4/7.5) for sensitive changes:
+// the password (and a TOTP or recovery code where 2FA is on) proven in the same
+// request, or a login within REAUTH_WINDOW (the access token's auth_time). A
+// stolen 15-minute token alone can then change nothing that locks the owner out.
+// Every check counts toward the lockout exactly like a login, and a wrong
+// password or a wrong code get the same answer.
+import type { Config } from '../../config.js'
+import type { Database } from '../../db/client.js'
+import { AppError, unauthorized } from '../../errors.js'
+import type { Clock } from '../../lib/clock.js'
+import type { PasswordHasher } from '../../lib/password-hasher.js'
+import type { SessionAuth } from '../../plugins/tenancy.js'
+import type { Lockout } from './lockout.js'
+import * as repo from './repository.js'
+
+export interface Proof {
+  password?: string
+  /** TOTP or recovery code; looked at only when the account has 2FA. */
+  code?: string
+}
+
+export interface ProofRules {
+  /** The password is needed even within the window (a password change proves the old one). */
+  password?: 'always'
+  /** The second factor is needed even within the window (turning 2FA off). */
+  code?: 'always'
+}
+
+/** The part of two-factor this check needs: claim a code once, as a login would. */
+export interface SecondFactor {
+  acceptCode(user: repo.UserRow, code: string): Promise<'accepted' | 'replayed' | 'wrong'>
+}
+
+const failed = () => new AppError('INVALID_CREDENTIALS', 'Password or two-factor code is incorrect')
+
+export class RecentAuthentication {
+  constructor(private readonly deps: {
+    db: Database; config: Config; clock: Clock; hasher: PasswordHasher; lockout: Lockout; secondFactor: SecondFactor
+  }) {}
+
+  /** Whether the session's login is within REAUTH_WINDOW. */
+  isRecent(auth: SessionAuth): boolean {
+    return this.deps.clock.now() / 1000 - auth.authTime <= this.deps.config.REAUTH_WINDOW
+  }
+
+  /** Returns the caller's account once it is proven; throws 403, 401 or 423 otherwise. */
+  async assert(auth: SessionAuth, proof: Proof, rules: ProofRules = {}): Promise<repo.UserRow> {
+    const { db, hasher, lockout } = this.deps
+    const user = await repo.findUserById(db, auth.userId)
+    if (!user || user.disabledAt) throw unauthorized('Invalid or expired token')
+    const recent = this.isRecent(auth)
+    const needPassword = rules.password === 'always' || !recent
+    const needCode = user.mfaEnabled && (rules.code === 'always' || !recent)
+    const missing = [
+      ...(needPassword && proof.password === undefined ? ['password'] : []),
+      ...(needCode && proof.code === undefined ? ['code'] : []),
+    ]
+    if (missing.length) {
+      throw new AppError('REAUTHENTICATION_REQUIRED', `This change needs ${missing.join(' and ')}, or a login within the last ${Math.round(this.deps.config.REAUTH_WINDOW / 60)} minutes`,
+        missing.map((field) => ({ field, message: 'required for this change' })))
+    }
+    const checkPassword = proof.password !== undefined
+    const checkCode = user.mfaEnabled && proof.code !== undefined
+    if (!checkPassword && !checkCode) return user
+
+    await lockout.assertNotLocked(user.email)
+    const passwordOk = !checkPassword || await hasher.verify(user.passwordHash, proof.password!)
+    // A code is claimed only behind a right password: a wrong password must not burn it.
+    const verdict = passwordOk && checkCode ? await this.deps.secondFactor.acceptCode(user, proof.code!) : 'accepted'
+    if (!passwordOk || verdict !== 'accepted') {
+      // As at login: a replayed code is refused but is no guess.
+      if (verdict !== 'replayed') await lockout.recordFailure(user.email)
+      throw failed()
+    }
+    await lockout.reset(user.email)
+    return user
+  }
+}
