@@ -183,7 +183,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   const recentAuth = new RecentAuthentication({ db, config, clock, hasher, lockout, secondFactor: mfa })
   const profiles = new ProfileCache({ db, clock, ttlMs: config.MEMBERSHIP_CACHE_TTL * 1000, maxEntries: config.API_KEY_CACHE_MAX })
   app.events.subscribe((event) => profiles.onEvent(event))
-  app.events.onResync(async () => profiles.clear())
+  app.events.onResync(() => profiles.resync())
   app.decorate('sessions', sessions)
   app.decorate('mfa', mfa)
   app.decorate('recentAuth', recentAuth)

@@ -16,7 +16,7 @@ t.test('the README walkthrough works as written; logs hold no secrets; SIGTERM d
   t.match(script, /auth\/register[\s\S]*auth\/login[\s\S]*auth\/me/, 'walkthrough covers register, login, me')
 
   const { stdout } = await promisify(execFile)('bash', ['-euo', 'pipefail', '-c', script], { cwd: root })
-  const [registered, me, formLogin] = stdout.trim().split(/}(?=\{"(?:user|access_token)")/).map((s, i, a) => JSON.parse(i < a.length - 1 ? s + '}' : s))
+  const [registered, me, formLogin] = concatenatedJson(stdout)
   t.equal(registered.user.email, 'ada@example.com')
   t.equal(me.user.email, 'ada@example.com', 'me answered with the logged-in user')
   t.equal(me.organization.name, 'Acme')
@@ -41,3 +41,21 @@ t.test('the README walkthrough works as written; logs hold no secrets; SIGTERM d
   t.equal(await server.exited, 0, 'exit code 0')
   await t.rejects(fetch(`${server.base}/healthz`), 'new connections refused')
 })
+
+/** The JSON documents of curl outputs printed back to back (no separator between them). */
+function concatenatedJson(text: string): any[] {
+  const docs: any[] = []
+  let depth = 0
+  let start = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]
+    if (inString) {
+      if (c === '\\') i++
+      else if (c === '"') inString = false
+    } else if (c === '"') inString = true
+    else if (c === '{') { if (depth++ === 0) start = i }
+    else if (c === '}' && --depth === 0) docs.push(JSON.parse(text.slice(start, i + 1)))
+  }
+  return docs
+}

@@ -4,8 +4,6 @@
 // (::ffff:192.0.2.1, as a dual-stack socket reports IPv4 peers) counts as IPv4.
 import { isIPv4, isIPv6 } from 'node:net'
 
-const MAPPED_V4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i
-
 /** The 8 hextets of an IPv6 address, as numbers. */
 function hextets(address: string): number[] {
   const [head, tail] = address.includes('::') ? address.split('::') as [string, string] : [address, undefined]
@@ -24,11 +22,14 @@ function hextets(address: string): number[] {
   return [...left, ...zeros, ...right].map((g) => parseInt(g, 16))
 }
 
-/** `203.0.113.7` → `203.0.113.7`; `2001:db8:a:b:1:2:3:4` → `2001:db8:a:b::/64`. */
+/** `203.0.113.7` → `203.0.113.7`; `2001:db8:a:b:1:2:3:4` → `2001:db8:a:b::/64`; `::ffff:203.0.113.7` (any spelling) → `203.0.113.7`. */
 export function clientAddressKey(ip: string): string {
   const address = ip.replace(/%.*$/, '') // zone id
-  const mapped = MAPPED_V4.exec(address)
-  if (mapped) return mapped[1]!
   if (!isIPv6(address)) return address
-  return `${hextets(address).slice(0, 4).map((h) => h.toString(16)).join(':')}::/64`
+  const h = hextets(address)
+  // ::ffff:0:0/96, however it is written (::ffff:c633:6407, 0:0:0:0:0:ffff:1.2.3.4, …).
+  if (h.slice(0, 5).every((x) => x === 0) && h[5] === 0xffff) {
+    return [h[6]! >> 8, h[6]! & 255, h[7]! >> 8, h[7]! & 255].join('.')
+  }
+  return `${h.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`
 }

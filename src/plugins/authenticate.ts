@@ -114,26 +114,35 @@ export default fp(async (app) => {
   }
   app.decorate('authenticateRequest', authenticateRequest)
 
+  async function authenticateOrCount(request: FastifyRequest, routeAuth: RouteAuthConfig) {
+    try {
+      request.auth = await authenticateRequest(request, routeAuth)
+      app.metrics.authOutcome(request.auth.method, 'success')
+    } catch (err) {
+      app.metrics.authOutcome(credentialKind(request), 'failure')
+      // A failed credential counts against its client (429 past RATE_LIMIT_AUTH_FAILURES).
+      if (err instanceof AppError && err.statusCode === 401) await app.recordAuthFailure(request)
+      throw err
+    }
+  }
+
   // Route-level config, not conditionals: a route opts in, and its contract
-  // gains the 401/403 responses and the security requirement. It runs before
-  // the body is read: an unauthenticated caller learns nothing from validation
-  // and costs no parsing.
+  // gains the 401/403 responses and the security requirement. The caller is
+  // identified before the body is read (an unauthenticated caller learns
+  // nothing from validation and costs no parsing), and again once a body has
+  // arrived: a body can be held back for as long as REQUEST_TIMEOUT, and the
+  // authority that acts is the one the caller holds when it acts (a session
+  // revoked, a key revoked or a role lowered meanwhile counts).
   app.addHook('onRoute', (route) => {
     const routeAuth = route.config?.auth
     if (!routeAuth) return
-    const existing = route.preParsing ? [route.preParsing].flat() : []
     route.preParsing = [async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
-      try {
-        request.auth = await authenticateRequest(request, routeAuth)
-        app.metrics.authOutcome(request.auth.method, 'success')
-      } catch (err) {
-        app.metrics.authOutcome(credentialKind(request), 'failure')
-        // A failed credential counts against its client (429 past RATE_LIMIT_AUTH_FAILURES).
-        if (err instanceof AppError && err.statusCode === 401) await app.recordAuthFailure(request)
-        throw err
-      }
+      await authenticateOrCount(request, routeAuth)
       return payload
-    }, ...existing] as typeof route.preParsing
+    }, ...(route.preParsing ? [route.preParsing].flat() : [])] as typeof route.preParsing
+    route.preHandler = [async (request: FastifyRequest) => {
+      if (request.body !== undefined && request.body !== null) await authenticateOrCount(request, routeAuth)
+    }, ...(route.preHandler ? [route.preHandler].flat() : [])] as typeof route.preHandler
     if (route.schema) {
       const methods = routeAuth.methods ?? ['session']
       // Bearer carries a session token or an API key; X-API-Key only a key.

@@ -4,6 +4,7 @@
 // channel); an API key's organization is fixed.
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
+import { sql } from 'drizzle-orm'
 import type { Role } from '../config.js'
 import { AppError } from '../errors.js'
 import { ID_PATTERN } from '../lib/ids.js'
@@ -84,7 +85,9 @@ export default fp(async (app) => {
     cache.delete(cacheKey(event.orgId, event.userId))
   })
   // Should a notification be missed, staleness is bounded by REVOCATION_RESYNC_INTERVAL, not the TTL.
+  // Dropped only while the database answers: during an outage cached members keep working.
   app.events.onResync(async () => {
+    await app.db.execute(sql`select 1`)
     generation++
     cache.clear()
   })

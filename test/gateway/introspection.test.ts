@@ -300,6 +300,10 @@ t.test('POST /auth/revoke: 200 {} whatever the token, acting only within the cal
       t.equal(await status(me(key.key)), 200, 'valid (and cached) before')
       expectStatus(await revoke(caller, key.key, encoding), 200, 'revoke')
       t.equal(await status(me(key.key)), 401, 'refused at once')
+      await A.audit.flush()
+      const audit = expectStatus(await A.inject({ method: 'GET', url: `/api/v1/organizations/${acct.orgId}/audit-events?limit=100`, headers: bearer(acct.access) }), 200, 'audit')
+      t.match(audit.items.find((e: { action: string; target_id: string }) => e.action === 'api_key.revoked' && e.target_id === key.id),
+        { actor_user_id: null, actor_key_id: String, metadata: { via: 'rfc7009' } }, 'the revocation is in the audit log, by the revoking key')
     })
   }
 

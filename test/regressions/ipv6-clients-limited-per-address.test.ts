@@ -16,6 +16,9 @@ t.test('clientAddressKey', async (t) => {
   t.equal(clientAddressKey('::1'), '0:0:0:0::/64')
   t.equal(clientAddressKey('::ffff:203.0.113.5'), '203.0.113.5', 'IPv4-mapped is IPv4')
   t.equal(clientAddressKey('::FFFF:203.0.113.5'), '203.0.113.5')
+  for (const spelling of ['0:0:0:0:0:ffff:203.0.113.5', '::ffff:cb00:7105', '0::ffff:203.0.113.5', '0:0:0:0:0:FFFF:CB00:7105']) {
+    t.equal(clientAddressKey(spelling), '203.0.113.5', `IPv4-mapped written as ${spelling}`)
+  }
   t.equal(clientAddressKey('203.0.113.5'), '203.0.113.5')
   t.not(clientAddressKey('2001:db8:a:c::1'), clientAddressKey('2001:db8:a:b::1'), 'another /64 is another client')
 })
@@ -38,6 +41,28 @@ t.test('fifteen addresses of one /64 share one login limit', async (t) => {
 
 t.test('an IPv4-mapped address counts as its IPv4 address', async (t) => {
   const statuses = []
-  for (let i = 0; i < 12; i++) statuses.push((await login(i % 2 ? '198.51.100.7' : '::ffff:198.51.100.7')).statusCode)
+  const spellings = ['198.51.100.7', '::ffff:198.51.100.7', '::ffff:c633:6407', '0:0:0:0:0:ffff:198.51.100.7']
+  for (let i = 0; i < 12; i++) statuses.push((await login(spellings[i % spellings.length]!)).statusCode)
   t.same(statuses.slice(10), [429, 429], `one limit for both spellings (got ${statuses.join(' ')})`)
+})
+
+t.test('every per-client limiter counts the /64: register and the failed-credential throttle too', async (t) => {
+  const limited = await buildTestApp(t, {
+    env: { ...FAST_ARGON2, TRUST_PROXY: '127.0.0.1', RATE_LIMIT_REGISTER: '3', RATE_LIMIT_AUTH_FAILURES: '4' },
+  })
+  const registrations = []
+  for (let i = 1; i <= 5; i++) {
+    registrations.push((await limited.inject({
+      method: 'POST', url: '/api/v1/auth/register', headers: { 'x-forwarded-for': `2001:db8:7:7::${i}` },
+      payload: { email: `v6.${i}.${Date.now()}@example.com`, password: 'violet-otter-grammar-47' },
+    })).statusCode)
+  }
+  t.same(registrations, [201, 201, 201, 429, 429], 'register: one limit for the /64')
+  const failures = []
+  for (let i = 1; i <= 6; i++) {
+    failures.push((await limited.inject({
+      method: 'GET', url: '/api/v1/auth/verify', headers: { 'x-forwarded-for': `2001:db8:8:8:${i}::1`, authorization: 'Bearer not-a-token' },
+    })).statusCode)
+  }
+  t.same(failures, [401, 401, 401, 401, 429, 429], 'failed credentials: one throttle for the /64')
 })

@@ -23,8 +23,9 @@ t.test('a membership removed without a notification is no longer honoured after 
     return me.memberships.map((m: { id: string }) => m.id) as string[]
   }
 
-  // Start just after a resync, so the next one is a full interval (1 s) away.
+  // Start just after a resync has finished (it waits for a database round trip), so the next one is most of a second away.
   await new Promise<void>((resolve) => app.events.onResync(async () => resolve()))
+  await new Promise((resolve) => setTimeout(resolve, 200))
   t.equal((await members()).statusCode, 200, 'member: the list of members (role now cached)')
   t.ok((await listedIn()).includes(tenant.id), '/auth/me lists the membership (profile now cached)')
 

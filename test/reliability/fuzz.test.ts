@@ -120,7 +120,7 @@ type Mode = 'stable' | 'fresh' | 'fresh2faPending' | 'fresh2faEnabled' | 'freshK
 
 const MODES: Record<string, Mode> = {
   logout: 'fresh', logoutAll: 'fresh', changePassword: 'fresh', revokeSession: 'fresh', refresh: 'fresh', revokeToken: 'fresh',
-  enableTwoFactor: 'fresh2faPending', disableTwoFactor: 'fresh2faEnabled',
+  enableTwoFactor: 'fresh2faPending', disableTwoFactor: 'fresh2faEnabled', regenerateRecoveryCodes: 'fresh2faEnabled',
   revokeApiKey: 'freshKey', rotateApiKey: 'freshKey',
   addMember: 'members', updateMember: 'members', removeMember: 'members',
   verifyTwoFactor: 'mfaLogin',
@@ -138,8 +138,9 @@ const HINTS: Record<string, Record<string, string[]>> = {
   logout: { refresh_token: ['refreshToken'] },
   revokeSession: { id: ['sessionId'] },
   verifyTwoFactor: { mfa_token: ['mfaToken'], code: ['totp', 'recoveryCode'] },
-  enableTwoFactor: { code: ['totp'] },
   disableTwoFactor: { password: ['password'], code: ['recoveryCode', 'totp'] },
+  regenerateRecoveryCodes: { password: ['password'], code: ['recoveryCode', 'totp'] },
+  enableTwoFactor: { code: ['totp'], password: ['password'] },
   getOrganization: { org_id: ORG },
   updateOrganization: { org_id: ORG },
   listMembers: { org_id: ORG },
@@ -497,7 +498,7 @@ for (const op of ops) {
 }
 
 t.test('coverage', async (t) => {
-  t.equal(operations().length, 34, 'the document has 34 operations (HEAD /api/v1/auth/verify implicit)')
+  t.equal(operations().length, 35, 'the document has 35 operations (HEAD /api/v1/auth/verify implicit)')
   t.equal(ops.length, ONLY ? ops.length : operations().length, 'every operation fuzzed')
 })
 

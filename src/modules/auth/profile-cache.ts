@@ -3,6 +3,7 @@
 // organizations. Every change is pushed through the cluster channel
 // (users.changed, memberships.changed, organizations.changed) and evicts;
 // the periodic resync (and the TTL) bound staleness should a notification be missed.
+import { sql } from 'drizzle-orm'
 import type { Database } from '../../db/client.js'
 import type { Clock } from '../../lib/clock.js'
 import type { ClusterEvent } from '../../plugins/events.js'
@@ -41,8 +42,12 @@ export class ProfileCache {
     }
   }
 
-  /** Drops every entry: the periodic resync, should a notification have been missed. */
-  clear(): void {
+  /**
+   * The periodic resync, should a notification have been missed: drops every entry,
+   * but only while the database answers (during an outage the cache is all there is).
+   */
+  async resync(): Promise<void> {
+    await this.deps.db.execute(sql`select 1`)
     this.generation++
     this.users.clear()
     this.orgs.clear()

@@ -72,7 +72,8 @@ export class RecentAuthentication {
       if (verdict !== 'replayed') await lockout.recordFailure(user.email)
       throw failed()
     }
-    await lockout.reset(user.email)
+    // As at login: for a 2FA account only a claimed code wins the count back, never the password alone.
+    if (!user.mfaEnabled || checkCode) await lockout.reset(user.email)
     return user
   }
 }

@@ -23,7 +23,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   const service = new GatewayService({
     db: app.db, clock: app.clock, tokens: app.tokens, revocation: app.revocation, apiKeys: app.apiKeys,
-    sessions: app.sessions, events: app.events, apiKeyPrefix: config.API_KEY_PREFIX,
+    sessions: app.sessions, events: app.events, audit: app.audit, apiKeyPrefix: config.API_KEY_PREFIX,
   })
 
   // The hot path of every request behind a gateway: no database round trip for a cached credential.

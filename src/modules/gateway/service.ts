@@ -10,6 +10,7 @@ import type { Revocation } from '../../plugins/revocation.js'
 import type { AuthContext } from '../../plugins/tenancy.js'
 import type { TokenService } from '../../plugins/tokens.js'
 import type { EventBus } from '../../plugins/events.js'
+import { actor, type AuditLog } from '../audit/service.js'
 import type { ApiKeyVerifier } from '../api-keys/verifier.js'
 import * as apiKeyRepo from '../api-keys/repository.js'
 import type { SessionService } from '../sessions/service.js'
@@ -23,6 +24,7 @@ export interface GatewayServiceDeps {
   apiKeys: ApiKeyVerifier
   sessions: SessionService
   events: EventBus
+  audit: AuditLog
   apiKeyPrefix: string
 }
 
@@ -80,6 +82,7 @@ export class GatewayService {
     if (found.kind === 'api_key') {
       if (await apiKeyRepo.revokeApiKey(this.deps.db, found.orgId, found.keyId, new Date(this.deps.clock.now()))) {
         await this.deps.events.publish({ type: 'api_keys.changed', ids: [found.keyId] })
+        this.deps.audit.record({ orgId: found.orgId, action: 'api_key.revoked', ...actor(caller), targetType: 'api_key', targetId: found.keyId, metadata: { via: 'rfc7009' } })
       }
       return
     }

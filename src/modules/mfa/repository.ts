@@ -1,5 +1,5 @@
 // SQL for two-factor state: TOTP secrets, the replay guard, recovery codes, login challenges.
-import { and, eq, gt, isNull, lt, or } from 'drizzle-orm'
+import { and, eq, gt, inArray, isNull, lt, or } from 'drizzle-orm'
 import { mfaChallenges, recoveryCodes, users } from '../../db/schema.js'
 import type { Queryable } from '../../db/client.js'
 
@@ -29,10 +29,13 @@ export const replaceRecoveryCodes = async (db: Queryable, userId: string, rows: 
   if (rows.length) await db.insert(recoveryCodes).values(rows)
 }
 
-/** Uses a recovery code once: true for exactly one of any number of concurrent submissions. */
-export async function useRecoveryCode(db: Queryable, userId: string, codeHash: string, at: Date): Promise<boolean> {
+/**
+ * Uses a recovery code once: true for exactly one of any number of concurrent submissions.
+ * `codeHashes`: the ways the one code may have been stored (current and legacy).
+ */
+export async function useRecoveryCode(db: Queryable, userId: string, codeHashes: string[], at: Date): Promise<boolean> {
   const rows = await db.update(recoveryCodes).set({ usedAt: at })
-    .where(and(eq(recoveryCodes.userId, userId), eq(recoveryCodes.codeHash, codeHash), isNull(recoveryCodes.usedAt)))
+    .where(and(eq(recoveryCodes.userId, userId), inArray(recoveryCodes.codeHash, codeHashes), isNull(recoveryCodes.usedAt)))
     .returning({ id: recoveryCodes.id })
   return rows.length === 1
 }

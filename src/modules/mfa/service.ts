@@ -152,8 +152,11 @@ export class MfaService {
       if (step === null) return 'wrong'
       return (await repo.claimTotpStep(this.deps.db, user.id, step)) ? 'accepted' : 'replayed'
     }
-    if (normalizeRecoveryCode(trimmed).length !== 10) return 'wrong'
-    return (await repo.useRecoveryCode(this.deps.db, user.id, this.recoveryCodeHash(trimmed), this.now())) ? 'accepted' : 'wrong'
+    const normalized = normalizeRecoveryCode(trimmed)
+    if (normalized.length !== 10) return 'wrong'
+    // Codes issued before they were keyed are stored as plain SHA-256: still accepted, once.
+    const hashes = [this.recoveryCodeHash(trimmed), sha256(normalized)]
+    return (await repo.useRecoveryCode(this.deps.db, user.id, hashes, this.now())) ? 'accepted' : 'wrong'
   }
 
   private async user(id: string) {

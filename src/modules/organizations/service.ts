@@ -4,8 +4,8 @@
 // role beyond its scopes); removing a member revokes that user's sessions in
 // the organization on every instance.
 import type { Config, Role } from '../../config.js'
-import { assertWithinAuthority } from '../../lib/authority.js'
-import type { Database } from '../../db/client.js'
+import { assertWithinAuthority, scopesOfRole, type Holder } from '../../lib/authority.js'
+import type { Database, Queryable } from '../../db/client.js'
 import { isUniqueViolation } from '../../db/errors.js'
 import { AppError, notFound } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
@@ -102,8 +102,9 @@ export class OrganizationService {
       const owners = await repo.lockOwners(tx, auth.orgId)
       const target = await repo.findMember(tx, auth.orgId, userId)
       if (!target) throw notFound('Member')
-      this.assertMayGrant(auth, role)
-      this.assertMayGrant(auth, target.role)
+      const caller = await this.holderNow(tx, auth)
+      this.assertMayGrant(caller, role)
+      this.assertMayGrant(caller, target.role)
       if (target.role === 'owner' && role !== 'owner' && owners.length === 1) {
         throw new AppError('CONFLICT', 'An organization must keep at least one owner')
       }
@@ -125,7 +126,7 @@ export class OrganizationService {
       const owners = await repo.lockOwners(tx, auth.orgId)
       const target = await repo.findMember(tx, auth.orgId, userId)
       if (!target) throw notFound('Member')
-      if (userId !== auth.userId) this.assertMayGrant(auth, target.role)
+      if (userId !== auth.userId) this.assertMayGrant(await this.holderNow(tx, auth), target.role)
       if (target.role === 'owner' && owners.length === 1) {
         throw new AppError('CONFLICT', 'An organization must keep at least one owner')
       }
@@ -141,7 +142,18 @@ export class OrganizationService {
   }
 
   /** Granting a role, or changing or removing one somebody holds, needs that role's authority. */
-  private assertMayGrant(auth: AuthContext, role: Role) {
-    assertWithinAuthority(this.deps.config, auth, { role })
+  private assertMayGrant(caller: Holder, role: Role) {
+    assertWithinAuthority(this.deps.config, caller, { role })
+  }
+
+  /**
+   * The caller's authority as the transaction sees it (after the owner rows are locked): a session's
+   * role is re-read, so a demotion that committed a moment ago is not outrun. A key's is its scopes.
+   */
+  private async holderNow(tx: Queryable, auth: AuthContext): Promise<Holder> {
+    if (auth.method === 'api_key') return auth
+    const role = (await repo.findMembership(tx, auth.orgId, auth.userId))?.role
+    if (!role) throw new AppError('FORBIDDEN', 'Not a member of this organization')
+    return { role, scopes: scopesOfRole(this.deps.config, role) }
   }
 }
