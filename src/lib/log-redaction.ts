@@ -1,24 +1,31 @@
-// Credentials that clients put in the query string must not reach the logs
-// with the rest of the URL.
+// Credentials that clients put in a URL must not reach the logs with it. Two
+// nets: the value of any query parameter whose name looks like it carries a
+// credential (api_key, X-Api-Key, client_secret, mfa_token, id_token, jwt, …,
+// however it is spelled or encoded), and anything anywhere in the URL shaped
+// like one of our credentials (an API key, a JWT, a refresh or mfa token).
 
-const CREDENTIAL_PARAMS = new Set(['access_token', 'api_key', 'key', 'token', 'refresh_token', 'code', 'password'])
+/** Name fragments of parameters that carry credentials, compared without case, punctuation or encoding. */
+const CREDENTIAL_NAME = /token|key|secret|passw|code|jwt|auth|session|credential|signature/
+const CREDENTIAL_VALUE = /[a-z][a-z0-9]{1,9}_(?:live|test)_sk_[A-Za-z0-9]{8,}|eyJ[\w-]*\.[\w-]*(?:\.[\w-]*)?|\b(?:rt|mfa)_[\w-]{20,}/g
 
-function paramName(raw: string): string {
+function normalizedName(raw: string): string {
+  let name = raw
   try {
-    return decodeURIComponent(raw.replaceAll('+', ' ')).toLowerCase()
-  } catch {
-    return raw.toLowerCase()
-  }
+    name = decodeURIComponent(raw.replaceAll('+', ' '))
+  } catch { /* keep it as sent */ }
+  return name.toLowerCase().replace(/[^a-z0-9]/g, '')
 }
 
-/** The URL with the value of every credential-looking query parameter replaced by [redacted]. */
+/** The URL with every credential-looking query value, and every credential-shaped string, replaced by [redacted]. */
 export function maskCredentialsInUrl(url: string): string {
   const q = url.indexOf('?')
-  if (q === -1) return url
-  const masked = url.slice(q + 1).split('&').map((pair) => {
-    const eq = pair.indexOf('=')
-    if (eq === -1 || !CREDENTIAL_PARAMS.has(paramName(pair.slice(0, eq)))) return pair
-    return `${pair.slice(0, eq)}=[redacted]`
+  const path = (q === -1 ? url : url.slice(0, q)).replace(CREDENTIAL_VALUE, '[redacted]')
+  if (q === -1) return path
+  const query = url.slice(q + 1).split(/([&;])/).map((part) => {
+    const eq = part.indexOf('=')
+    if (eq === -1) return part.replace(CREDENTIAL_VALUE, '[redacted]')
+    const name = part.slice(0, eq)
+    return CREDENTIAL_NAME.test(normalizedName(name)) ? `${name}=[redacted]` : `${name}=${part.slice(eq + 1).replace(CREDENTIAL_VALUE, '[redacted]')}`
   })
-  return `${url.slice(0, q)}?${masked.join('&')}`
+  return `${path}?${query.join('')}`
 }

@@ -115,7 +115,9 @@ export function clientErrorBody(requestId: string, message = 'Malformed request 
 export default fp(async (app) => {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const { status, code, message, details, headers } = classify(error)
-    if (status >= 500) request.log.error({ err: error }, 'request failed')
+    // An AppError 5xx is an answer chosen on purpose (overloaded, shutting down): a warning, no stack.
+    if (status >= 500 && error instanceof AppError) request.log.warn({ code }, message)
+    else if (status >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.debug({ code }, message)
     return sendError(reply, status, toErrorBody(request, code, message, details), headers)
   })

@@ -10,7 +10,7 @@ t.test('masks the value of every credential-looking parameter, whatever its case
 
 t.test('keeps the path, other parameters and their order', async (t) => {
   t.equal(maskCredentialsInUrl('/a/b?page=2&token=x&limit=5&code=y'), '/a/b?page=2&token=[redacted]&limit=5&code=[redacted]')
-  t.equal(maskCredentialsInUrl('/a?tokens=1&monkey=2&key_id=3'), '/a?tokens=1&monkey=2&key_id=3', 'only exact names')
+  t.equal(maskCredentialsInUrl('/a?cursor=key_01abc&limit=3&scope=agents:read'), '/a?cursor=key_01abc&limit=3&scope=agents:read', 'ordinary parameters are kept')
   t.equal(maskCredentialsInUrl('/a?token'), '/a?token', 'a name without a value')
   t.equal(maskCredentialsInUrl('/a?token=a=b&x=1'), '/a?token=[redacted]&x=1', 'an = inside the value')
   t.equal(maskCredentialsInUrl('/a?token=x&token=y'), '/a?token=[redacted]&token=[redacted]', 'repeated')
@@ -25,4 +25,23 @@ t.test('URLs without a query are returned as they are', async (t) => {
   t.equal(maskCredentialsInUrl('/api/v1/auth/me'), '/api/v1/auth/me')
   t.equal(maskCredentialsInUrl(''), '')
   t.equal(maskCredentialsInUrl('/a?'), '/a?')
+})
+
+t.test('any spelling of a credential-carrying name (found by the issue 10 review)', async (t) => {
+  for (const name of ['client_secret', 'mfa_token', 'apikey', 'api-key', 'x-api-key', 'X-API-KEY', 'id_token', 'secret', 'jwt', 'Authorization',
+    'api_key[]', 'api_key%00', '%20api_key', 'api_key%20', 'session_id']) {
+    t.equal(maskCredentialsInUrl(`/p?${name}=s3cret&limit=5`), `/p?${name}=[redacted]&limit=5`, name)
+  }
+  t.equal(maskCredentialsInUrl('/p?limit=5;token=s3cret'), '/p?limit=5;token=[redacted]', 'after a ; separator')
+})
+
+t.test('credential-shaped values are masked under any name and in the path', async (t) => {
+  const key = 'pc_live_sk_AbCdEfGhIjKlMnOpQrStUvWxYz0123aBcDeF'
+  const jwt = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c3IifQ.c2lnbmF0dXJl'
+  const refresh = `rt_${'A'.repeat(43)}`
+  t.equal(maskCredentialsInUrl(`/p?q=${key}`), '/p?q=[redacted]')
+  t.equal(maskCredentialsInUrl(`/p?q=${jwt}&limit=2`), '/p?q=[redacted]&limit=2')
+  t.equal(maskCredentialsInUrl(`/p?${refresh}`), '/p?[redacted]')
+  t.equal(maskCredentialsInUrl(`/api/v1/auth/verify/${key}/x`), '/api/v1/auth/verify/[redacted]/x', 'in the path')
+  t.equal(maskCredentialsInUrl(`/p?q=mfa_${'b'.repeat(43)}`), '/p?q=[redacted]')
 })
