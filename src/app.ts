@@ -37,6 +37,7 @@ import { AuthService } from './modules/auth/service.js'
 import { RecentAuthentication } from './modules/auth/recent-auth.js'
 import mfaRoutes from './modules/mfa/routes.js'
 import gatewayRoutes from './modules/gateway/routes.js'
+import oauth from './modules/oauth/plugin.js'
 import { MfaService } from './modules/mfa/service.js'
 import type { DatabaseHandle } from './db/client.js'
 
@@ -180,7 +181,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   const sessions = new SessionService({ db, config, clock, tokens: app.tokens, revocation: app.revocation, log: app.log, audit, metrics: app.metrics })
   const lockout = new Lockout({ db, config, clock, metrics: app.metrics })
   const mfa = new MfaService({ db, config, clock, sessions, lockout, audit, events: app.events })
-  const recentAuth = new RecentAuthentication({ db, config, clock, hasher, lockout, secondFactor: mfa })
+  const recentAuth = new RecentAuthentication({ db, config, clock, hasher, lockout, secondFactor: mfa, audit })
   const profiles = new ProfileCache({ db, clock, ttlMs: config.MEMBERSHIP_CACHE_TTL * 1000, maxEntries: config.API_KEY_CACHE_MAX })
   app.events.subscribe((event) => profiles.onEvent(event))
   app.events.onResync(() => profiles.resync())
@@ -198,6 +199,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   await app.register(auditRoutes, { prefix: '/api/v1' })
   await app.register(apiKeyRoutes, { prefix: '/api/v1' })
   await app.register(gatewayRoutes)
+  await app.register(oauth)
   return app
 }
 

@@ -52,6 +52,11 @@ export const ConfigSchema = Type.Object({
     default: 'ES256', description: 'Signing algorithm of new signing keys',
   }),
   ACCESS_TOKEN_TTL: Int(900, 30, 86400, 'Access-token lifetime, seconds'),
+  CLIENT_TOKEN_TTL: Int(300, 30, 3600, 'Lifetime of client_credentials access tokens (an API key as an OAuth client), seconds'),
+  OAUTH_CLIENT_ID: Type.String({
+    default: 'portcullis', pattern: '^[A-Za-z0-9._:-]{1,100}$',
+    description: 'client_id of the first-party public client (password and refresh_token grants, and the client_id claim of session tokens)',
+  }),
   REFRESH_TOKEN_TTL: Int(604800, 60, 31_536_000, 'Refresh-token idle lifetime, seconds'),
   SESSION_MAX_AGE: Int(2_592_000, 60, 31_536_000, 'Absolute session lifetime, seconds'),
   REFRESH_REUSE_GRACE: Int(10, 0, 300, 'Seconds in which a retried refresh gets the same child token back'),

@@ -60,8 +60,13 @@ export const CODE_BY_STATUS: Record<number, ErrorCode> = Object.fromEntries(
     .map(([code, { status }]) => [status, code]),
 )
 
+/** A credential was presented and failed (RFC 6750 §3.1: invalid_token). */
 export const unauthorized = (message: string) =>
   new AppError('UNAUTHORIZED', message, undefined, { 'www-authenticate': 'Bearer error="invalid_token"' })
+
+/** No credential at all: a bare challenge, no error code (RFC 6750 §3.1). */
+export const missingCredential = () =>
+  new AppError('UNAUTHORIZED', 'No bearer token', undefined, { 'www-authenticate': 'Bearer realm="portcullis"' })
 
 /** 403 INSUFFICIENT_SCOPE naming each scope the credential lacks. */
 export const insufficientScope = (missing: string[]) =>

@@ -42,12 +42,13 @@ t.test('401 UNAUTHORIZED with WWW-Authenticate when no bearer token', async (t) 
   const res = await app.inject({ method: 'GET', url: '/api/v1/auth/me' })
   const body = assertErrorShape(t, res, 401, 'UNAUTHORIZED')
   t.equal(body.error.message, 'No bearer token')
-  t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"')
+  t.equal(res.headers['www-authenticate'], 'Bearer realm="portcullis"', 'no credential: a bare challenge, no error code (RFC 6750 §3.1)')
 
   const basic = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { authorization: 'Basic abc' } })
   t.equal(basic.json().error.message, 'No bearer token')
   const junk = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: bearer('not.a.jwt') })
   t.equal(junk.json().error.message, 'Invalid or expired token')
+  t.equal(junk.headers['www-authenticate'], 'Bearer error="invalid_token"', 'a credential that failed: invalid_token')
 })
 
 t.test('401 INVALID_CREDENTIALS for a wrong password', async (t) => {

@@ -6,14 +6,15 @@
 import type { Config, Role } from '../config.js'
 import { AppError, insufficientScope } from '../errors.js'
 
-/** What a caller holds: its role in the organization (null for an API key) and its scopes there. */
+/** What a caller holds: its role in the organization (null for an API key), its scopes there, and until when (a key's expiry, ms). */
 export interface Holder {
   role: Role | null
   scopes: readonly string[]
+  expiresAt?: number | null
 }
 
-/** What an operation would hand out: a set of scopes (a key), or a role (a membership). */
-export type Grant = { scopes: readonly string[] } | { role: Role }
+/** What an operation would hand out: a set of scopes until a moment (a key or token), or a role (a membership). */
+export type Grant = { scopes: readonly string[]; expiresAt?: number | null } | { role: Role }
 
 const roleScopes = new WeakMap<Config, Record<Role, readonly string[]>>()
 
@@ -35,12 +36,16 @@ export function scopesBeyond(config: Config, caller: Holder, grant: Grant): stri
 }
 
 /**
- * Throws unless `grant` is within what `caller` holds: every scope the caller's, and the
- * owner role only from an owner (an API key has no role, so it never grants owner).
+ * Throws unless `grant` is within what `caller` holds: every scope the caller's, the owner role
+ * only from an owner (an API key has no role, so it never grants owner), and nothing that
+ * outlives a caller that expires.
  */
 export function assertWithinAuthority(config: Config, caller: Holder, grant: Grant): void {
   if ('role' in grant && grant.role === 'owner' && caller.role !== 'owner') {
     throw new AppError('FORBIDDEN', 'Only an owner can grant, change or remove the owner role')
+  }
+  if ('scopes' in grant && caller.expiresAt != null && (grant.expiresAt == null || grant.expiresAt > caller.expiresAt)) {
+    throw new AppError('FORBIDDEN', `A key cannot outlive the credential that grants it (expires ${new Date(caller.expiresAt).toISOString()})`)
   }
   const beyond = scopesBeyond(config, caller, grant)
   if (beyond.length) {

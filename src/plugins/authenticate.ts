@@ -4,10 +4,11 @@
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import type { Role } from '../config.js'
-import { AppError, insufficientScope, unauthorized } from '../errors.js'
-import { looksLikeApiKey } from '../lib/api-key-format.js'
+import { AppError, insufficientScope, missingCredential, unauthorized } from '../errors.js'
+import { credentialOf } from '../lib/credentials.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
-import { ApiKeyVerifier } from '../modules/api-keys/verifier.js'
+import { ApiKeyVerifier, type VerifiedApiKey } from '../modules/api-keys/verifier.js'
+import type { AccessTokenClaims } from './tokens.js'
 import { errorResponses } from '../schemas/common.js'
 import { apiKeyAuth, type AuthContext, type Identity, type SessionAuth } from './tenancy.js'
 
@@ -23,6 +24,8 @@ export interface RouteAuthConfig {
   scopes?: string[]
   /** false: the route acts on the caller, not on an organization (no membership check). */
   org?: boolean
+  /** An OAuth client endpoint: client_id + client_secret may come in the form body (client_secret_post). */
+  clientAuth?: boolean
 }
 
 declare module 'fastify' {
@@ -36,7 +39,15 @@ declare module 'fastify' {
     apiKeys: ApiKeyVerifier
     /** Identifies the caller and resolves its organization context (for routes that authenticate by hand). */
     authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
+    /** A verified, live access token and who it speaks for (401 otherwise). */
+    accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }>
   }
+}
+
+/** Whether a body followed the headers (however it parsed: `null` and `{}` are bodies too). */
+function hadBody(request: FastifyRequest): boolean {
+  const length = request.headers['content-length']
+  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
 /** The caller of a session-only route (`methods` left at its default): a user, never a key. */
@@ -46,7 +57,6 @@ export function sessionAuth(request: FastifyRequest): SessionAuth {
   return auth
 }
 
-const BEARER = /^Bearer[ \t]+([^\s]+)[ \t]*$/i
 const INVALID_TOKEN = 'Invalid or expired token'
 const INVALID_KEY = 'Invalid or missing API key'
 
@@ -63,38 +73,61 @@ export default fp(async (app) => {
   app.decorate('apiKeys', apiKeys)
   app.decorateRequest('auth', null)
 
-  /** The credential of the request: X-API-Key, else the Authorization bearer (never the query string). */
-  function credentialOf(request: FastifyRequest): { kind: AuthMethod; value: string } {
-    const apiKeyHeader = request.headers['x-api-key']
-    if (typeof apiKeyHeader === 'string') return { kind: 'api_key', value: apiKeyHeader.trim() }
-    const header = request.headers.authorization
-    const match = typeof header === 'string' ? BEARER.exec(header) : null
-    if (!match) throw unauthorized('No bearer token')
-    const value = match[1]!
-    return { kind: looksLikeApiKey(config.API_KEY_PREFIX, value) ? 'api_key' : 'session', value }
-  }
+  /** The request's credential (never from the query string; from the body only where the route allows client_secret_post). */
+  const credentialOfRequest = (request: FastifyRequest, fromBody = false) => credentialOf(config.API_KEY_PREFIX, {
+    authorization: request.headers.authorization, apiKeyHeader: request.headers['x-api-key'], body: fromBody ? request.body : undefined,
+  })
 
   function credentialKind(request: FastifyRequest): AuthMethod | 'none' {
-    try { return credentialOf(request).kind } catch { return 'none' }
+    return credentialOfRequest(request, true)?.kind ?? 'none'
   }
 
-  async function identify(request: FastifyRequest): Promise<Identity> {
-    const credential = credentialOf(request)
-    if (credential.kind === 'api_key') {
-      const key = await apiKeys.verify(credential.value)
-      if (!key) throw unauthorized(INVALID_KEY)
-      return { method: 'api_key', keyId: key.id, orgId: key.orgId, scopes: key.scopes, createdByUserId: key.createdByUserId }
+  const keyIdentity = (key: VerifiedApiKey): Identity =>
+    ({ method: 'api_key', keyId: key.id, orgId: key.orgId, scopes: key.scopes, createdByUserId: key.createdByUserId, expiresAt: key.expiresAt })
+
+  // A client-credentials token's scopes, split once per verified token (its claims object is memoised).
+  const tokenScopes = new WeakMap<AccessTokenClaims, readonly string[]>()
+  const scopesOf = (claims: AccessTokenClaims) => {
+    let scopes = tokenScopes.get(claims)
+    if (!scopes) tokenScopes.set(claims, scopes = Object.freeze(claims.scope ? claims.scope.split(' ') : []))
+    return scopes
+  }
+
+  /**
+   * A verified access token that is still live, and who it speaks for: a session's user (the
+   * session not revoked), or, for a client-credentials token, the API key it was issued to (the
+   * key still live: revoking the key ends its tokens on every instance within a second).
+   */
+  async function accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }> {
+    const claims = await app.tokens.verifyAccessToken(request, token)
+    if (claims.sid === undefined) {
+      const key = await apiKeys.verifyById(claims.client_id)
+      if (!key || key.orgId !== claims.org_id || claims.sub !== key.id) throw unauthorized(INVALID_TOKEN)
+      return { claims, identity: { ...keyIdentity(key), scopes: scopesOf(claims) } as Identity }
     }
-    if (looksLikeRefreshToken(credential.value)) throw unauthorized('A refresh token is not an access token')
-    const claims = await app.tokens.verifyAccessToken(request, credential.value)
-    if (app.revocation.isSessionRevoked(claims.sid)) throw unauthorized(INVALID_TOKEN)
-    return {
+    if (claims.auth_time === undefined || app.revocation.isSessionRevoked(claims.sid)) throw unauthorized(INVALID_TOKEN)
+    const identity: Identity = {
       method: 'session', userId: claims.sub, sessionId: claims.sid, orgId: claims.org_id, role: claims.org_role as Role, authTime: claims.auth_time,
     }
+    return { claims, identity }
+  }
+  app.decorate('accessTokenIdentity', accessTokenIdentity)
+
+  async function identify(request: FastifyRequest, fromBody: boolean): Promise<Identity> {
+    const credential = credentialOfRequest(request, fromBody)
+    if (!credential) throw missingCredential()
+    if (credential.kind === 'api_key') {
+      const key = await apiKeys.verify(credential.value)
+      // As an OAuth client (Basic or form), the client_id must be the key's own id.
+      if (!key || (credential.clientId !== undefined && credential.clientId !== key.id)) throw unauthorized(INVALID_KEY)
+      return keyIdentity(key)
+    }
+    if (looksLikeRefreshToken(credential.value)) throw unauthorized('A refresh token is not an access token')
+    return (await accessTokenIdentity(request, credential.value)).identity
   }
 
   async function authenticateRequest(request: FastifyRequest, route: RouteAuthConfig): Promise<AuthContext> {
-    const identity = await identify(request)
+    const identity = await identify(request, route.clientAuth === true)
     if (!(route.methods ?? ['session']).includes(identity.method)) {
       throw new AppError('FORBIDDEN', identity.method === 'api_key' ? 'This operation needs a user session' : 'This operation needs an API key')
     }
@@ -120,8 +153,9 @@ export default fp(async (app) => {
       app.metrics.authOutcome(request.auth.method, 'success')
     } catch (err) {
       app.metrics.authOutcome(credentialKind(request), 'failure')
-      // A failed credential counts against its client (429 past RATE_LIMIT_AUTH_FAILURES).
-      if (err instanceof AppError && err.statusCode === 401) await app.recordAuthFailure(request)
+      // A presented credential that failed counts against its client (429 past RATE_LIMIT_AUTH_FAILURES);
+      // a request with none is not a guess.
+      if (err instanceof AppError && err.statusCode === 401 && credentialKind(request) !== 'none') await app.recordAuthFailure(request)
       throw err
     }
   }
@@ -137,11 +171,12 @@ export default fp(async (app) => {
     const routeAuth = route.config?.auth
     if (!routeAuth) return
     route.preParsing = [async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
-      await authenticateOrCount(request, routeAuth)
+      // An OAuth client may authenticate in the body (client_secret_post): then only once it is read.
+      if (!routeAuth.clientAuth || credentialOfRequest(request)) await authenticateOrCount(request, routeAuth)
       return payload
     }, ...(route.preParsing ? [route.preParsing].flat() : [])] as typeof route.preParsing
     route.preHandler = [async (request: FastifyRequest) => {
-      if (request.body !== undefined && request.body !== null) await authenticateOrCount(request, routeAuth)
+      if (request.auth === null || hadBody(request)) await authenticateOrCount(request, routeAuth)
     }, ...(route.preHandler ? [route.preHandler].flat() : [])] as typeof route.preHandler
     if (route.schema) {
       const methods = routeAuth.methods ?? ['session']

@@ -14,8 +14,13 @@ import { SESSION_SHARED_SCHEMAS } from '../modules/sessions/schemas.js'
 import { ORGANIZATION_SHARED_SCHEMAS } from '../modules/organizations/schemas.js'
 import { API_KEY_SHARED_SCHEMAS } from '../modules/api-keys/schemas.js'
 import { AUDIT_SHARED_SCHEMAS } from '../modules/audit/routes.js'
+import { OAUTH_SHARED_SCHEMAS } from '../modules/oauth/schemas.js'
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route answers errors in its own standard's shape and declares them itself (the OAuth token endpoint). */
+    oauthErrors?: boolean
+  }
   interface FastifyInstance {
     /** The OpenAPI document as YAML, exactly what `npm run openapi` writes. */
     openapiYaml(): string
@@ -36,7 +41,7 @@ function platformErrors(method: string, schema: FastifySchema): number[] {
 }
 
 export default fp(async (app) => {
-  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS]
+  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS, ...OAUTH_SHARED_SCHEMAS]
   for (const s of shared) app.addSchema(s)
 
   // @fastify/swagger marks every request body required; these operations take none as well.
@@ -54,6 +59,8 @@ export default fp(async (app) => {
     }
     if (route.schema.hide) return
     if (route.schema.body && isOptionalBody(route.schema.body)) optionalBodies.add(String(route.schema.operationId))
+    // An OAuth endpoint declares its own (RFC 6749 §5.2) errors.
+    if (route.config?.oauthErrors) return
     const method = [route.method].flat()[0] ?? 'GET'
     route.schema.response = {
       ...errorResponses(...platformErrors(String(method), route.schema)),
@@ -77,6 +84,7 @@ export default fp(async (app) => {
         { name: 'organizations', description: 'Organizations, members, audit log' },
         { name: 'api-keys', description: 'Organization API keys' },
         { name: 'gateway', description: 'Forward-auth, introspection, revocation' },
+        { name: 'oauth', description: 'The OAuth 2.0 token endpoint' },
         { name: 'keys', description: 'Token signing keys and discovery' },
         { name: 'operations', description: 'Health and readiness' },
       ],
@@ -84,6 +92,7 @@ export default fp(async (app) => {
         securitySchemes: {
           bearerAuth: { type: 'http', scheme: 'bearer', description: 'An access token from login, or (where the operation accepts keys) an API key' },
           apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An organization API key' },
+          clientBasic: { type: 'http', scheme: 'basic', description: 'An API key as an OAuth client: the key id as user name, the key as password' },
         },
       },
     },

@@ -12,6 +12,7 @@ import { Redis } from 'ioredis'
 import { hash } from 'node:crypto'
 import { AppError } from '../errors.js'
 import { clientAddressKey } from '../lib/client-address.js'
+import { credentialOf } from '../lib/credentials.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -23,6 +24,8 @@ declare module 'fastify' {
      * credentials from the same address (everyone's, behind a gateway) are never refused by it.
      */
     recordAuthFailure(request: FastifyRequest): Promise<void>
+    /** Counts a request against a named per-client limit decided inside a handler (429 past it). */
+    consumeClientLimit(request: FastifyRequest, name: string, perMinute: number): Promise<void>
   }
 }
 
@@ -31,11 +34,14 @@ const MINUTE = 60_000
 /** The client (X-Forwarded-For only through TRUST_PROXY, via Fastify's request.ip): an IPv4 address or an IPv6 /64. */
 const byIp = (request: FastifyRequest) => `ip:${clientAddressKey(request.ip)}`
 
-/** The credential when there is one (hashed: raw tokens never become store keys), else the IP. */
-function byCredential(request: FastifyRequest): string {
-  const credential = request.headers['x-api-key'] ?? request.headers.authorization
-  if (typeof credential !== 'string' || !credential) return byIp(request)
-  return `cred:${hash('sha256', credential, 'base64url').slice(0, 22)}`
+/**
+ * The credential when there is one, as the credential parser reads it (so padding a header does
+ * not make a new bucket; hashed: raw tokens never become store keys), else the client.
+ */
+const byCredential = (prefix: string) => (request: FastifyRequest): string => {
+  const credential = credentialOf(prefix, { authorization: request.headers.authorization, apiKeyHeader: request.headers['x-api-key'] })
+  if (!credential?.value) return byIp(request)
+  return `cred:${hash('sha256', credential.value, 'base64url').slice(0, 22)}`
 }
 
 export default fp(async (app) => {
@@ -58,7 +64,7 @@ export default fp(async (app) => {
     global: config.RATE_LIMIT_GLOBAL > 0,
     max: config.RATE_LIMIT_GLOBAL || 1,
     timeWindow: MINUTE,
-    keyGenerator: byCredential,
+    keyGenerator: byCredential(config.API_KEY_PREFIX),
     ...(redis ? { redis, nameSpace: 'portcullis-rl:' } : {}),
     skipOnError: true,
     enableDraftSpec: true, // RateLimit-Limit / -Remaining / -Reset, plus Retry-After on 429
@@ -68,16 +74,24 @@ export default fp(async (app) => {
 
   app.decorate('ipRateLimit', (perMinute: number) => ({ max: perMinute, timeWindow: MINUTE, keyGenerator: byIp }))
 
-  const failuresPerMinute = config.RATE_LIMIT_AUTH_FAILURES
-  const countFailure = app.createRateLimit({ max: failuresPerMinute, timeWindow: MINUTE, keyGenerator: (request) => `fail:${byIp(request)}` })
-  app.decorate('recordAuthFailure', async (request: FastifyRequest) => {
-    if (failuresPerMinute === 0) return
-    const counted = await countFailure(request)
+  // Limits applied from inside a handler, where the route alone does not say which applies.
+  const limiters = new Map<string, ReturnType<typeof app.createRateLimit>>()
+  async function consume(request: FastifyRequest, name: string, perMinute: number, what: string) {
+    let limiter = limiters.get(name)
+    if (!limiter) {
+      limiter = app.createRateLimit({ max: perMinute, timeWindow: MINUTE, keyGenerator: (r) => `${name}:${byIp(r)}` })
+      limiters.set(name, limiter)
+    }
+    const counted = await limiter(request)
     if (!counted.isAllowed && counted.isExceeded) {
-      throw new AppError('RATE_LIMITED', `Too many failed credentials from this client; retry in ${counted.ttlInSeconds} s`, undefined, {
-        'retry-after': String(counted.ttlInSeconds), 'ratelimit-limit': String(failuresPerMinute), 'ratelimit-remaining': '0',
+      throw new AppError('RATE_LIMITED', `${what}; retry in ${counted.ttlInSeconds} s`, undefined, {
+        'retry-after': String(counted.ttlInSeconds), 'ratelimit-limit': String(perMinute), 'ratelimit-remaining': '0',
         'ratelimit-reset': String(counted.ttlInSeconds),
       })
     }
+  }
+  app.decorate('consumeClientLimit', (request: FastifyRequest, name: string, perMinute: number) => consume(request, name, perMinute, 'Too many requests'))
+  app.decorate('recordAuthFailure', async (request: FastifyRequest) => {
+    if (config.RATE_LIMIT_AUTH_FAILURES > 0) await consume(request, 'fail', config.RATE_LIMIT_AUTH_FAILURES, 'Too many failed credentials from this client')
   })
 }, { name: 'rate-limit', dependencies: ['metrics'] })

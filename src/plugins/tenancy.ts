@@ -14,7 +14,7 @@ import { scopesOfRole } from '../lib/authority.js'
 /** Who is calling, before an organization is chosen. */
 export type Identity =
   | { method: 'session'; userId: string; sessionId: string; orgId: string; role: Role; authTime: number }
-  | { method: 'api_key'; keyId: string; orgId: string; scopes: readonly string[]; createdByUserId: string }
+  | { method: 'api_key'; keyId: string; orgId: string; scopes: readonly string[]; createdByUserId: string; expiresAt: number | null }
 
 /** A user acting through a session (access token) in an organization. */
 export interface SessionAuth {
@@ -44,6 +44,8 @@ export interface ApiKeyAuth {
   keyId: string
   /** Provenance only (the human behind the key's creation), never an identity to act as. */
   createdByUserId: string
+  /** The key's expiry (ms), or null: what it grants cannot outlive it. */
+  expiresAt: number | null
   sessionId?: undefined
 }
 
@@ -67,7 +69,7 @@ const ORG_ID = new RegExp(ID_PATTERN('org'))
 
 export const apiKeyAuth = (identity: Extract<Identity, { method: 'api_key' }>): ApiKeyAuth => ({
   method: 'api_key', userId: null, orgId: identity.orgId, role: null, scopes: identity.scopes,
-  keyId: identity.keyId, createdByUserId: identity.createdByUserId,
+  keyId: identity.keyId, createdByUserId: identity.createdByUserId, expiresAt: identity.expiresAt,
 })
 const notMember = () => new AppError('FORBIDDEN', 'Not a member of this organization')
 

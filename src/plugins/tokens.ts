@@ -8,16 +8,21 @@ import { createSigner } from 'fast-jwt'
 import { KeyRing, type SigningKey } from '../modules/keys/service.js'
 import { unauthorized } from '../errors.js'
 
+/**
+ * RFC 9068 claims. A session's token has sid, org_role and auth_time; a client-credentials
+ * token (an API key acting as an OAuth client) has neither: its sub and client_id are the key id.
+ */
 export interface AccessTokenClaims {
   iss: string
   aud: string
   sub: string
+  client_id: string
   org_id: string
-  org_role: string
+  org_role?: string
   scope: string
-  sid: string
+  sid?: string
   /** When the user proved a password (and second factor) for this session, epoch seconds (OIDC Core §2). */
-  auth_time: number
+  auth_time?: number
   jti: string
   iat: number
   exp: number
@@ -32,8 +37,18 @@ export interface AccessTokenInput {
   authTime: number
 }
 
+export interface ClientTokenInput {
+  keyId: string
+  orgId: string
+  scopes: readonly string[]
+  /** The key's expiry (ms): the token never outlives it. */
+  notAfter: number | null
+}
+
 export interface TokenService {
   signAccessToken(input: AccessTokenInput): { token: string; expiresIn: number }
+  /** client_credentials: a short-lived token (CLIENT_TOKEN_TTL) for an API key acting as an OAuth client. */
+  signClientToken(input: ClientTokenInput): { token: string; expiresIn: number }
   /** Verifies signature, alg, typ, iss, aud, exp, nbf and kid; throws 401 otherwise. */
   verifyAccessToken(request: FastifyRequest, token: string): Promise<AccessTokenClaims>
 }
@@ -93,7 +108,7 @@ export default fp(async (app) => {
       allowedAud: config.JWT_AUDIENCE,
       checkTyp: TOKEN_TYPE,
       clockTolerance: CLOCK_TOLERANCE_MS,
-      requiredClaims: ['sub', 'sid', 'org_id', 'auth_time', 'jti', 'exp', 'iat', 'iss', 'aud'],
+      requiredClaims: ['sub', 'org_id', 'jti', 'exp', 'iat', 'iss', 'aud'],
       extractToken: (request: FastifyRequest) => request.accessTokenCandidate,
     },
   } as never)
@@ -126,6 +141,7 @@ export default fp(async (app) => {
         iss: config.JWT_ISSUER,
         aud: config.JWT_AUDIENCE,
         sub: input.userId,
+        client_id: config.OAUTH_CLIENT_ID,
         org_id: input.orgId,
         org_role: input.role,
         scope: input.scopes.join(' '),
@@ -136,6 +152,15 @@ export default fp(async (app) => {
         exp: iat + config.ACCESS_TOKEN_TTL,
       }
       return { token: signerFor(key)(claims), expiresIn: config.ACCESS_TOKEN_TTL }
+    },
+    signClientToken(input) {
+      const iat = Math.floor(clock.now() / 1000)
+      const exp = Math.min(iat + config.CLIENT_TOKEN_TTL, input.notAfter === null ? Infinity : Math.floor(input.notAfter / 1000))
+      const claims: AccessTokenClaims = {
+        iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, sub: input.keyId, client_id: input.keyId, org_id: input.orgId,
+        scope: input.scopes.join(' '), jti: randomUUID(), iat, exp,
+      }
+      return { token: signerFor(keyRing.current)(claims), expiresIn: exp - iat }
     },
     async verifyAccessToken(request, token) {
       if (verifiedUnder !== keyRing.generation) {

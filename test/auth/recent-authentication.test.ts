@@ -102,3 +102,15 @@ t.test('recovery codes are stored keyed, and legacy SHA-256 codes still work onc
   assertError(t, await verify(legacy), 401, 'MFA_INVALID', undefined, 'once')
   t.equal((await verify(user.codes[0]!)).statusCode, 200, 'a keyed code works')
 })
+
+// Found by the second review of issue 10: these failures and the lock they cause left no trail.
+t.test('failed recent-auth checks and the lock they cause are in the audit log', async (t) => {
+  const user = await register(app)
+  for (let i = 0; i < 5; i++) await post('/auth/password', user.access_token, { current_password: WRONG, new_password: NEW_PASSWORD })
+  await app.audit.flush()
+  const events = (await app.inject({
+    method: 'GET', url: `/api/v1/organizations/${user.organization.id}/audit-events?limit=100`, headers: bearer(user.access_token),
+  })).json().items as { action: string; actor_user_id: string }[]
+  t.equal(events.filter((e) => e.action === 'reauth.failed' && e.actor_user_id === user.user.id).length, 5, 'five reauth.failed')
+  t.equal(events.filter((e) => e.action === 'account.locked').length, 1, 'one account.locked')
+})

@@ -29,7 +29,7 @@ t.test('URLs without a query are returned as they are', async (t) => {
 
 t.test('any spelling of a credential-carrying name (found by the issue 10 review)', async (t) => {
   for (const name of ['client_secret', 'mfa_token', 'apikey', 'api-key', 'x-api-key', 'X-API-KEY', 'id_token', 'secret', 'jwt', 'Authorization',
-    'api_key[]', 'api_key%00', '%20api_key', 'api_key%20', 'session_id']) {
+    'api_key[]', 'api_key%00', '%20api_key', 'api_key%20', 'session_id', 'pwd', 'otp', 'pin', 'bearer', 'sig']) {
     t.equal(maskCredentialsInUrl(`/p?${name}=s3cret&limit=5`), `/p?${name}=[redacted]&limit=5`, name)
   }
   t.equal(maskCredentialsInUrl('/p?limit=5;token=s3cret'), '/p?limit=5;token=[redacted]', 'after a ; separator')
@@ -44,4 +44,5 @@ t.test('credential-shaped values are masked under any name and in the path', asy
   t.equal(maskCredentialsInUrl(`/p?${refresh}`), '/p?[redacted]')
   t.equal(maskCredentialsInUrl(`/api/v1/auth/verify/${key}/x`), '/api/v1/auth/verify/[redacted]/x', 'in the path')
   t.equal(maskCredentialsInUrl(`/p?q=mfa_${'b'.repeat(43)}`), '/p?q=[redacted]')
+  t.equal(maskCredentialsInUrl(`/p?q=${key.replaceAll('_', '%5F')}`), '/p?q=[redacted]', 'percent-encoded')
 })

@@ -16,13 +16,13 @@ const { port } = app.server.address() as { port: number }
 const ALL = [...app.config.SCOPES]
 
 /** Sends a request's headers now and its body when `finish` is called; resolves to the status. */
-function heldRequest(path: string, headers: Headers, body: object) {
+function heldRequest(path: string, headers: Headers, body: object | null, method = 'POST') {
   const text = JSON.stringify(body)
   const socket = connect(port, '127.0.0.1')
   let answer = ''
   socket.on('data', (d) => { answer += d })
   const closed = new Promise<string>((resolve) => socket.on('close', () => resolve(answer)))
-  socket.write([`POST ${path} HTTP/1.1`, 'Host: portcullis', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(text)}`,
+  socket.write([`${method} ${path} HTTP/1.1`, 'Host: portcullis', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(text)}`,
     'Connection: close', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), '', ''].join('\r\n'))
   return {
     async finish() {
@@ -66,4 +66,20 @@ t.test('a stolen token whose sessions were all logged out cannot enable 2FA with
   const res = await held.finish()
   t.equal(res.status, 401, `401 (got ${res.status} ${res.body})`)
   t.notOk(expectStatus(await login(app, org.owner.email), 200, 'login').mfa_required, '2FA was not enabled')
+})
+
+// Found by the second review: a JSON body of `null` parsed to null and skipped the check.
+t.test('a body of null is a body: a revoked key rotating or revoking with a held `null` is refused', async (t) => {
+  const org = await newTenant(app, 'Held Null Inc')
+  const leaked = await createKey(app, bearer(org.owner.token), ALL, 'leaked')
+  const production = await createKey(app, bearer(org.owner.token), ['agents:read'], 'production')
+  const rotate = heldRequest(`/api/v1/api-keys/${production.id}/rotate`, { 'x-api-key': leaked.key }, null)
+  const revoke = heldRequest(`/api/v1/api-keys/${production.id}`, { 'x-api-key': leaked.key }, null, 'DELETE')
+  await headersArrived()
+  expectStatus(await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${leaked.id}`, headers: bearer(org.owner.token) }), 204, 'revoke the leaked key')
+  for (const [label, held] of [['rotate', rotate], ['revoke', revoke]] as const) {
+    const res = await held.finish()
+    t.equal(res.status, 401, `${label}: 401 (got ${res.status} ${res.body})`)
+  }
+  t.equal((await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': production.key } })).statusCode, 200, 'the production key is untouched')
 })

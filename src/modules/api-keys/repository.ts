@@ -12,6 +12,11 @@ export async function findApiKeyByHash(db: Queryable, keyHash: string): Promise<
   return row
 }
 
+export async function findApiKeyById(db: Queryable, id: string): Promise<ApiKeyRow | undefined> {
+  const [row] = await db.select().from(apiKeys).where(eq(apiKeys.id, id)).limit(1)
+  return row
+}
+
 export async function findApiKey(db: Queryable, orgId: string, id: string): Promise<ApiKeyRow | undefined> {
   const [row] = await db.select().from(apiKeys).where(and(eq(apiKeys.orgId, orgId), eq(apiKeys.id, id))).limit(1)
   return row

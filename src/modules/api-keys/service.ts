@@ -5,6 +5,7 @@ import type { Config } from '../../config.js'
 import type { Database } from '../../db/client.js'
 import { AppError, notFound, validationError } from '../../errors.js'
 import { assertWithinAuthority } from '../../lib/authority.js'
+import { currentHolder } from '../authority/current-holder.js'
 import { generateApiKey, KEY_DISPLAY_PREFIX_LENGTH } from '../../lib/api-key-format.js'
 import type { Clock } from '../../lib/clock.js'
 import { sha256 } from '../../lib/crypto.js'
@@ -41,10 +42,12 @@ export class ApiKeyService {
     const { config, clock } = this.deps
     const unknown = body.scopes.filter((s) => !config.SCOPES.includes(s))
     if (unknown.length) throw validationError('scopes', `unknown scopes: ${unknown.join(' ')}`)
-    assertWithinAuthority(config, auth, { scopes: body.scopes })
     const now = clock.now()
-    const expiresAt = body.expires_at ? new Date(body.expires_at) : null
-    if (expiresAt && expiresAt.getTime() <= now) throw validationError('expires_at', 'must be in the future')
+    // A key made by an expiring key expires with it at the latest (when no expiry is asked for, then).
+    const given = body.expires_at ? new Date(body.expires_at) : null
+    const expiresAt = given ?? (auth.method === 'api_key' && auth.expiresAt !== null ? new Date(auth.expiresAt) : null)
+    if (given && given.getTime() <= now) throw validationError('expires_at', 'must be in the future')
+    assertWithinAuthority(config, auth, { scopes: body.scopes, expiresAt: expiresAt?.getTime() ?? null })
     return this.insert(auth, {
       name: body.name.trim(), environment: body.environment ?? 'live', scopes: body.scopes, expiresAt, rotatedFromId: null,
     }, 'api_key.created')
@@ -75,7 +78,7 @@ export class ApiKeyService {
   async rotate(auth: AuthContext, id: string, graceSeconds: number) {
     const old = await repo.findApiKey(this.deps.db, auth.orgId, id)
     if (!old) throw notFound('API key')
-    assertWithinAuthority(this.deps.config, auth, { scopes: old.scopes })
+    assertWithinAuthority(this.deps.config, auth, { scopes: old.scopes, expiresAt: old.expiresAt?.getTime() ?? null })
     const now = this.deps.clock.now()
     const created = await this.insert(auth, {
       name: old.name, environment: old.environment, scopes: old.scopes, expiresAt: old.expiresAt, rotatedFromId: old.id,
@@ -106,6 +109,9 @@ export class ApiKeyService {
       createdAt: now, updatedAt: now, lastUsedAt: null, revokedAt: null, ...fields,
     }
     await this.deps.db.transaction(async (tx) => {
+      // The grant is checked again against what the caller holds as the key is written.
+      const holder = await currentHolder(tx, this.deps.config, auth, now.getTime())
+      assertWithinAuthority(this.deps.config, holder, { scopes: row.scopes, expiresAt: row.expiresAt?.getTime() ?? null })
       await alsoInTransaction?.(tx)
       await repo.insertApiKey(tx, row)
     })

@@ -55,6 +55,24 @@ export class ApiKeyVerifier {
     return entry
   }
 
+  /**
+   * A live key by id: what a client-credentials token speaks for. From the cache (evicted on
+   * every revocation, on every instance) or, once, from the database.
+   */
+  async verifyById(id: string): Promise<VerifiedApiKey | null> {
+    const now = this.opts.clock.now()
+    let entry: VerifiedApiKey | null | undefined = this.cached(id)
+    if (!entry) {
+      const generation = this.generation
+      this.databaseLookups++
+      const row = await repo.findApiKeyById(this.opts.db, id)
+      entry = row ? this.entryOf(row) : null
+      if (entry && generation === this.generation) this.remember(row!.keyHash, entry)
+    }
+    if (!entry || entry.revoked || (entry.expiresAt !== null && entry.expiresAt <= now)) return null
+    return entry
+  }
+
   /** A key this instance has verified, by id (what /auth/me shows of the calling key). */
   cached(id: string): VerifiedApiKey | undefined {
     const hash = this.hashById.get(id)
@@ -92,13 +110,17 @@ export class ApiKeyVerifier {
       if (this.unknown.size > UNKNOWN_KEYS_MAX) this.unknown.delete(this.unknown.keys().next().value as string)
       return null
     }
-    const entry: VerifiedApiKey = {
-      id: row.id, name: row.name, orgId: row.orgId, scopes: Object.freeze([...row.scopes]), createdByUserId: row.createdByUserId,
-      expiresAt: row.expiresAt?.getTime() ?? null, revoked: row.revokedAt !== null,
-    }
+    const entry = this.entryOf(row)
     // The row may predate a revocation whose eviction ran while we read it.
     if (generation === this.generation) this.remember(hash, entry)
     return entry
+  }
+
+  private entryOf(row: repo.ApiKeyRow): VerifiedApiKey {
+    return {
+      id: row.id, name: row.name, orgId: row.orgId, scopes: Object.freeze([...row.scopes]), createdByUserId: row.createdByUserId,
+      expiresAt: row.expiresAt?.getTime() ?? null, revoked: row.revokedAt !== null,
+    }
   }
 
   private remember(hash: string, entry: VerifiedApiKey) {

@@ -7,10 +7,11 @@ import type { auditEvents } from '../../db/schema.js'
 import type { Clock } from '../../lib/clock.js'
 import type { AuthContext } from '../../plugins/tenancy.js'
 import { newId } from '../../lib/ids.js'
+import * as orgRepo from '../organizations/repository.js'
 import * as repo from './repository.js'
 
 export const AUDIT_ACTIONS = [
-  'login.succeeded', 'login.failed', 'account.locked', 'refresh.reuse_detected',
+  'login.succeeded', 'login.failed', 'reauth.failed', 'account.locked', 'refresh.reuse_detected',
   'api_key.created', 'api_key.revoked', 'api_key.rotated',
   'member.added', 'member.removed', 'member.role_changed',
   'organization.created', 'organization.renamed',
@@ -36,6 +37,8 @@ export const actor = (auth: AuthContext) => ({ actorUserId: auth.userId, actorKe
 export class AuditLog {
   private queue: (typeof auditEvents.$inferInsert)[] = []
   private writing: Promise<void> | undefined
+  /** Membership look-ups of recordForAccount still under way. */
+  private readonly pending = new Set<Promise<void>>()
 
   constructor(private readonly deps: { db: Database; clock: Clock; log: FastifyBaseLogger }) {}
 
@@ -55,9 +58,21 @@ export class AuditLog {
     this.writing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.drain())
   }
 
+  /** An event about an account, in every organization it belongs to; looked up off the request path. */
+  recordForAccount(userId: string, entry: Omit<AuditEntry, 'orgId'>): void {
+    const lookup = orgRepo.listMembershipsOfUser(this.deps.db, userId).then((memberships) => {
+      for (const m of memberships) this.record({ ...entry, orgId: m.orgId })
+    }, (err: unknown) => this.deps.log.warn({ err }, 'could not look up the organizations of an audit event'))
+    this.pending.add(lookup)
+    void lookup.finally(() => this.pending.delete(lookup))
+  }
+
   /** Resolves when everything queued so far is written (shutdown, tests). */
   async flush(): Promise<void> {
-    while (this.writing) await this.writing
+    while (this.pending.size || this.writing) {
+      await Promise.all(this.pending)
+      if (this.writing) await this.writing
+    }
   }
 
   list(orgId: string, limit: number, before?: string, action?: string) {

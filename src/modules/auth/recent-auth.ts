@@ -10,6 +10,7 @@ import { AppError, unauthorized } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import type { PasswordHasher } from '../../lib/password-hasher.js'
 import type { SessionAuth } from '../../plugins/tenancy.js'
+import type { AuditLog } from '../audit/service.js'
 import type { Lockout } from './lockout.js'
 import * as repo from './repository.js'
 
@@ -35,7 +36,7 @@ const failed = () => new AppError('INVALID_CREDENTIALS', 'Password or two-factor
 
 export class RecentAuthentication {
   constructor(private readonly deps: {
-    db: Database; config: Config; clock: Clock; hasher: PasswordHasher; lockout: Lockout; secondFactor: SecondFactor
+    db: Database; config: Config; clock: Clock; hasher: PasswordHasher; lockout: Lockout; secondFactor: SecondFactor; audit: AuditLog
   }) {}
 
   /** Whether the session's login is within REAUTH_WINDOW. */
@@ -44,7 +45,7 @@ export class RecentAuthentication {
   }
 
   /** Returns the caller's account once it is proven; throws 403, 401 or 423 otherwise. */
-  async assert(auth: SessionAuth, proof: Proof, rules: ProofRules = {}): Promise<repo.UserRow> {
+  async assert(auth: SessionAuth, proof: Proof, rules: ProofRules = {}, ip?: string): Promise<repo.UserRow> {
     const { db, hasher, lockout } = this.deps
     const user = await repo.findUserById(db, auth.userId)
     if (!user || user.disabledAt) throw unauthorized('Invalid or expired token')
@@ -68,12 +69,22 @@ export class RecentAuthentication {
     // A code is claimed only behind a right password: a wrong password must not burn it.
     const verdict = passwordOk && checkCode ? await this.deps.secondFactor.acceptCode(user, proof.code!) : 'accepted'
     if (!passwordOk || verdict !== 'accepted') {
-      // As at login: a replayed code is refused but is no guess.
-      if (verdict !== 'replayed') await lockout.recordFailure(user.email)
+      // As at login: a replayed code is refused but is no guess. Failures and the lock they cause are audited.
+      if (verdict !== 'replayed') {
+        const event = { actorUserId: user.id, ip, metadata: { session_id: auth.sessionId } }
+        this.deps.audit.recordForAccount(user.id, { action: 'reauth.failed', ...event })
+        await lockout.recordFailure(user.email).catch((err: unknown) => {
+          if (err instanceof AppError && err.code === 'ACCOUNT_LOCKED') this.deps.audit.recordForAccount(user.id, { action: 'account.locked', ...event })
+          throw err
+        })
+      }
       throw failed()
     }
     // As at login: for a 2FA account only a claimed code wins the count back, never the password alone.
+    // Either way the lock is read again after the (slow) check: guesses sent in parallel with the
+    // right one must not get it through once a lock has landed.
     if (!user.mfaEnabled || checkCode) await lockout.reset(user.email)
+    else await lockout.assertNotLocked(user.email)
     return user
   }
 }

@@ -71,7 +71,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const auth = sessionAuth(request)
-    await app.recentAuth.assert(auth, { password: request.body.current_password, code: request.body.code }, { password: 'always' })
+    await app.recentAuth.assert(auth, { password: request.body.current_password, code: request.body.code }, { password: 'always' }, request.ip)
     await service.changePassword(auth, request.body.new_password)
     return reply.code(204).send(null)
   })

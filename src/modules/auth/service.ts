@@ -108,8 +108,12 @@ export class AuthService {
     if (hasher.needsRehash(user.passwordHash)) {
       await repo.updatePasswordHash(db, user.id, await hasher.hash(input.password), new Date(clock.now()))
     }
-    // With 2FA the password alone resets nothing: the lockout keeps counting wrong codes.
-    if (user.mfaEnabled) return this.deps.mfa.startChallenge(user.id, input.orgId, meta)
+    // With 2FA the password alone resets nothing: the lockout keeps counting wrong codes. The lock is
+    // read again after the (slow) password check, so a guess racing a lock gets no challenge.
+    if (user.mfaEnabled) {
+      await lockout.assertNotLocked(email)
+      return this.deps.mfa.startChallenge(user.id, input.orgId, meta)
+    }
     await lockout.reset(email)
     return this.completeLogin(user, input.orgId, meta)
   }
@@ -129,9 +133,7 @@ export class AuthService {
 
   /** An event about an account, in every organization it belongs to; off the request path. */
   private recordInOrganizations(userId: string, action: 'login.failed' | 'account.locked', meta: ClientMeta) {
-    orgRepo.listMembershipsOfUser(this.deps.db, userId).then((memberships) => {
-      for (const m of memberships) this.deps.audit.record({ orgId: m.orgId, action, actorUserId: userId, ip: meta.ip })
-    }, () => { /* the audit log never fails a request */ })
+    this.deps.audit.recordForAccount(userId, { action, actorUserId: userId, ip: meta.ip })
   }
 
   /** Sets a new password and revokes every other session. The caller has proven the current one (recent-auth). */

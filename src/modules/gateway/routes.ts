@@ -6,7 +6,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { insufficientScope } from '../../errors.js'
 import { withFormBodies } from '../../plugins/form-body.js'
-import { IntrospectionSchema, OpenIdConfigurationSchema, TokenBodySchema, VerifyQuerySchema, VerifyResponseSchema } from './schemas.js'
+import { AuthorizationServerMetadataSchema, IntrospectionSchema, TokenBodySchema, VerifyQuerySchema, VerifyResponseSchema } from './schemas.js'
 import { GatewayService } from './service.js'
 
 const TAGS = ['gateway']
@@ -22,7 +22,7 @@ const tokenBody = {
 const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   const service = new GatewayService({
-    db: app.db, clock: app.clock, tokens: app.tokens, revocation: app.revocation, apiKeys: app.apiKeys,
+    db: app.db, clock: app.clock, accessTokenIdentity: app.accessTokenIdentity, apiKeys: app.apiKeys,
     sessions: app.sessions, events: app.events, audit: app.audit, apiKeyPrefix: config.API_KEY_PREFIX,
   })
 
@@ -82,7 +82,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   await withFormBodies(app, (scope) => {
     scope.post('/api/v1/auth/introspect', {
-      config: { auth: { methods: ['api_key'], scopes: ['auth:introspect'] } },
+      config: { auth: { methods: ['api_key'], scopes: ['auth:introspect'], clientAuth: true } },
       schema: {
         tags: TAGS, operationId: 'introspect', summary: 'RFC 7662 token introspection (an API key with auth:introspect)',
         description: 'Access tokens, refresh tokens and API keys of the caller\'s organization. Anything else is exactly {"active": false}.',
@@ -94,7 +94,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     })
 
     scope.post('/api/v1/auth/revoke', {
-      config: { auth: { methods: EITHER, org: false } },
+      config: { auth: { methods: EITHER, org: false, clientAuth: true } },
       schema: {
         tags: TAGS, operationId: 'revokeToken', summary: 'RFC 7009 revocation: 200 even for an unknown token',
         description: 'An API key with auth:introspect revokes credentials of its organization; a session revokes its own user\'s tokens. '
@@ -107,33 +107,38 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     })
   })
 
+  // RFC 8414 authorization server metadata: only what exists, with registered values. There is no
+  // authorization endpoint (so no response types) and no ID tokens; the same document answers at the
+  // OpenID discovery path for tools that look there.
   const base = (config.PUBLIC_URL || config.JWT_ISSUER).replace(/\/$/, '')
-  const discovery = {
+  const clientAuthMethods = ['client_secret_basic', 'client_secret_post']
+  const metadata = {
     issuer: config.JWT_ISSUER,
     jwks_uri: `${base}/.well-known/jwks.json`,
-    token_endpoint: `${base}/api/v1/auth/login`,
-    refresh_endpoint: `${base}/api/v1/auth/refresh`,
+    token_endpoint: `${base}/api/v1/oauth/token`,
     introspection_endpoint: `${base}/api/v1/auth/introspect`,
     revocation_endpoint: `${base}/api/v1/auth/revoke`,
-    grant_types_supported: ['password', 'refresh_token'],
-    response_types_supported: ['token'],
-    token_endpoint_auth_methods_supported: ['none'],
-    introspection_endpoint_auth_methods_supported: ['bearer'],
-    revocation_endpoint_auth_methods_supported: ['bearer'],
-    id_token_signing_alg_values_supported: ['ES256', 'EdDSA', 'RS256'],
-    access_token_signing_alg_values_supported: ['ES256', 'EdDSA', 'RS256'],
+    grant_types_supported: ['password', 'refresh_token', 'client_credentials'],
+    response_types_supported: [] as string[],
+    token_endpoint_auth_methods_supported: [...clientAuthMethods, 'none'],
+    introspection_endpoint_auth_methods_supported: clientAuthMethods,
+    revocation_endpoint_auth_methods_supported: clientAuthMethods,
     scopes_supported: [...config.SCOPES],
-    subject_types_supported: ['public'],
+    service_documentation: `${base}/docs`,
   }
-  app.get('/.well-known/openid-configuration', {
-    schema: {
-      tags: ['keys'], operationId: 'getOpenIdConfiguration', summary: 'Discovery: issuer, JWKS and endpoint URLs',
-      response: { 200: OpenIdConfigurationSchema },
-    },
-  }, async (_request, reply) => {
-    reply.header('cache-control', 'public, max-age=300')
-    return discovery
-  })
+  for (const [path, operationId] of [
+    ['/.well-known/oauth-authorization-server', 'getAuthorizationServerMetadata'], ['/.well-known/openid-configuration', 'getOpenIdConfiguration'],
+  ] as const) {
+    app.get(path, {
+      schema: {
+        tags: ['keys'], operationId, summary: 'RFC 8414 metadata: issuer, JWKS and endpoint URLs, grants and client authentication',
+        security: [], response: { 200: AuthorizationServerMetadataSchema },
+      },
+    }, async (_request, reply) => {
+      reply.header('cache-control', 'public, max-age=300')
+      return metadata
+    })
+  }
 }
 
 export default gatewayRoutes

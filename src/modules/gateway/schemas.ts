@@ -13,12 +13,14 @@ export const VerifyResponseSchema = Type.Object({
   key_id: Type.Union([Type.String(), Type.Null()]),
 }, { description: 'The same facts as the X-Auth-* headers' })
 
-const TokenInput = {
+export const TokenBodySchema = Type.Object({
   token: Type.String({ minLength: 1, maxLength: 4096 }),
-  token_type_hint: Type.Optional(Type.Union([Type.Literal('access_token'), Type.Literal('refresh_token'), Type.Literal('api_key')])),
-}
-
-export const TokenBodySchema = Type.Object(TokenInput, { additionalProperties: false })
+  token_type_hint: Type.Optional(Type.String({
+    maxLength: 100, description: 'Advisory only (RFC 7662 §2.1): access_token, refresh_token or api_key; any other value is ignored',
+  })),
+  client_id: Type.Optional(Type.String({ maxLength: 200, description: 'client_secret_post: the API key id' })),
+  client_secret: Type.Optional(Type.String({ maxLength: 4096, description: 'client_secret_post: the API key' })),
+}, { additionalProperties: false })
 
 /** RFC 7662 §2.2; an inactive token is exactly {"active": false}. */
 export const IntrospectionSchema = Type.Object({
@@ -29,6 +31,7 @@ export const IntrospectionSchema = Type.Object({
   org_id: Type.Optional(Type.String()),
   org_role: Type.Optional(Type.String()),
   sid: Type.Optional(Type.String()),
+  client_id: Type.Optional(Type.String()),
   auth_time: Type.Optional(Type.Integer()),
   key_id: Type.Optional(Type.String()),
   exp: Type.Optional(Type.Integer()),
@@ -38,20 +41,18 @@ export const IntrospectionSchema = Type.Object({
   jti: Type.Optional(Type.String()),
 })
 
-export const OpenIdConfigurationSchema = Type.Object({
+/** RFC 8414 §2. */
+export const AuthorizationServerMetadataSchema = Type.Object({
   issuer: Type.String(),
   jwks_uri: Type.String(),
   token_endpoint: Type.String(),
-  refresh_endpoint: Type.String({ description: 'Non-standard: where grant_type=refresh_token goes' }),
   introspection_endpoint: Type.String(),
   revocation_endpoint: Type.String(),
   grant_types_supported: Type.Array(Type.String()),
-  response_types_supported: Type.Array(Type.String()),
+  response_types_supported: Type.Array(Type.String(), { description: 'Empty: there is no authorization endpoint' }),
   token_endpoint_auth_methods_supported: Type.Array(Type.String()),
   introspection_endpoint_auth_methods_supported: Type.Array(Type.String()),
   revocation_endpoint_auth_methods_supported: Type.Array(Type.String()),
-  id_token_signing_alg_values_supported: Type.Array(Type.String()),
-  access_token_signing_alg_values_supported: Type.Array(Type.String()),
   scopes_supported: Type.Array(Type.String()),
-  subject_types_supported: Type.Array(Type.String()),
-})
+  service_documentation: Type.String(),
+}, { $id: 'AuthorizationServerMetadata' })

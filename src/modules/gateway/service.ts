@@ -1,14 +1,12 @@
 // What gateways and resource servers ask: RFC 7662 introspection and RFC 7009
 // revocation for the three credential kinds. Another organization's token is
 // simply inactive (and left alone): nothing crosses tenants.
-import type { FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Database } from '../../db/client.js'
 import { looksLikeApiKey } from '../../lib/api-key-format.js'
 import type { Clock } from '../../lib/clock.js'
 import { hashRefreshToken, looksLikeRefreshToken } from '../../lib/refresh-token.js'
-import type { Revocation } from '../../plugins/revocation.js'
 import type { AuthContext } from '../../plugins/tenancy.js'
-import type { TokenService } from '../../plugins/tokens.js'
 import type { EventBus } from '../../plugins/events.js'
 import { actor, type AuditLog } from '../audit/service.js'
 import type { ApiKeyVerifier } from '../api-keys/verifier.js'
@@ -19,8 +17,7 @@ import * as sessionRepo from '../sessions/repository.js'
 export interface GatewayServiceDeps {
   db: Database
   clock: Clock
-  tokens: TokenService
-  revocation: Revocation
+  accessTokenIdentity: FastifyInstance['accessTokenIdentity']
   apiKeys: ApiKeyVerifier
   sessions: SessionService
   events: EventBus
@@ -69,14 +66,18 @@ export class GatewayService {
   }
 
   /**
-   * RFC 7009. A key with auth:introspect may revoke credentials of its organization;
-   * a session may revoke its own user's tokens. Anything else is ignored (still 200).
+   * RFC 7009. A key may revoke itself (a client its own credential); a key with auth:introspect may
+   * revoke sessions (refresh and access tokens) of its organization, and another API key only if
+   * it also holds api_keys:write, as DELETE /api-keys/{id} requires; a session may revoke its own
+   * user's tokens. Anything else is ignored (still 200).
    */
   async revoke(request: FastifyRequest, caller: AuthContext, token: string): Promise<void> {
     const found = await this.find(request, token)
     if (!found) return
     const mayRevoke = caller.method === 'api_key'
-      ? caller.scopes.includes('auth:introspect') && found.orgId === caller.orgId
+      ? found.orgId === caller.orgId && (found.kind === 'api_key'
+        ? found.keyId === caller.keyId || (caller.scopes.includes('auth:introspect') && caller.scopes.includes('api_keys:write'))
+        : caller.scopes.includes('auth:introspect'))
       : found.kind !== 'api_key' && found.userId === caller.userId
     if (!mayRevoke) return
     if (found.kind === 'api_key') {
@@ -100,13 +101,14 @@ export class GatewayService {
       return found ? { kind: 'refresh_token', userId: found.session.userId, orgId: found.session.orgId, sessionId: found.session.id } : undefined
     }
     const claims = await this.verifiedAccessToken(request, token)
-    return claims ? { kind: 'access_token', userId: claims.sub, orgId: claims.org_id, sessionId: claims.sid } : undefined
+    // A client-credentials token has no session to end (revoke its key for that); it is left to expire.
+    return claims?.sid ? { kind: 'access_token', userId: claims.sub, orgId: claims.org_id, sessionId: claims.sid } : undefined
   }
 
+  /** The claims of a live access token (a session's, not revoked; or a client's, its key live), else undefined. */
   private async verifiedAccessToken(request: FastifyRequest, token: string) {
     try {
-      const claims = await this.deps.tokens.verifyAccessToken(request, token)
-      return this.deps.revocation.isSessionRevoked(claims.sid) ? undefined : claims
+      return (await this.deps.accessTokenIdentity(request, token)).claims
     } catch {
       return undefined
     }

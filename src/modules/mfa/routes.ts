@@ -40,7 +40,7 @@ const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request) => {
     const auth = sessionAuth(request)
-    await recentAuth.assert(auth, { password: request.body.password })
+    await recentAuth.assert(auth, { password: request.body.password }, {}, request.ip)
     return mfa.enable(auth, request.body.code)
   })
 
@@ -53,7 +53,7 @@ const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const auth = sessionAuth(request)
-    await recentAuth.assert(auth, request.body, { password: 'always', code: 'always' })
+    await recentAuth.assert(auth, request.body, { password: 'always', code: 'always' }, request.ip)
     await mfa.disable(auth)
     return reply.code(204).send(null)
   })
@@ -68,7 +68,7 @@ const mfaRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request) => {
     const auth = sessionAuth(request)
-    await recentAuth.assert(auth, request.body)
+    await recentAuth.assert(auth, request.body, {}, request.ip)
     return mfa.regenerateRecoveryCodes(auth)
   })
 }

@@ -4,7 +4,8 @@
 // role beyond its scopes); removing a member revokes that user's sessions in
 // the organization on every instance.
 import type { Config, Role } from '../../config.js'
-import { assertWithinAuthority, scopesOfRole, type Holder } from '../../lib/authority.js'
+import { assertWithinAuthority, type Holder } from '../../lib/authority.js'
+import { currentHolder } from '../authority/current-holder.js'
 import type { Database, Queryable } from '../../db/client.js'
 import { isUniqueViolation } from '../../db/errors.js'
 import { AppError, notFound } from '../../errors.js'
@@ -87,7 +88,10 @@ export class OrganizationService {
     if (!user || user.disabledAt) throw new AppError('NOT_FOUND', 'No account with this email')
     const now = new Date(this.deps.clock.now())
     try {
-      await repo.insertMembership(this.deps.db, { orgId: auth.orgId, userId: user.id, role: body.role, createdAt: now })
+      await this.deps.db.transaction(async (tx) => {
+        this.assertMayGrant(await this.holderNow(tx, auth), body.role)
+        await repo.insertMembership(tx, { orgId: auth.orgId, userId: user.id, role: body.role, createdAt: now })
+      })
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppError('CONFLICT', 'Already a member of this organization')
       throw err
@@ -146,14 +150,8 @@ export class OrganizationService {
     assertWithinAuthority(this.deps.config, caller, { role })
   }
 
-  /**
-   * The caller's authority as the transaction sees it (after the owner rows are locked): a session's
-   * role is re-read, so a demotion that committed a moment ago is not outrun. A key's is its scopes.
-   */
-  private async holderNow(tx: Queryable, auth: AuthContext): Promise<Holder> {
-    if (auth.method === 'api_key') return auth
-    const role = (await repo.findMembership(tx, auth.orgId, auth.userId))?.role
-    if (!role) throw new AppError('FORBIDDEN', 'Not a member of this organization')
-    return { role, scopes: scopesOfRole(this.deps.config, role) }
+  /** The caller's authority as the transaction sees it (after the owner rows are locked, where they are). */
+  private holderNow(tx: Queryable, auth: AuthContext): Promise<Holder> {
+    return currentHolder(tx, this.deps.config, auth, this.deps.clock.now())
   }
 }

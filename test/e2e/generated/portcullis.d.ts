@@ -513,6 +513,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/.well-known/oauth-authorization-server": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** RFC 8414 metadata: issuer, JWKS and endpoint URLs, grants and client authentication */
+        get: operations["getAuthorizationServerMetadata"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/.well-known/openid-configuration": {
         parameters: {
             query?: never;
@@ -520,10 +537,30 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Discovery: issuer, JWKS and endpoint URLs */
+        /** RFC 8414 metadata: issuer, JWKS and endpoint URLs, grants and client authentication */
         get: operations["getOpenIdConfiguration"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/oauth/token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * OAuth 2.0 token endpoint: password, refresh_token and client_credentials grants
+         * @description RFC 6749, form-encoded. `client_credentials`: `client_id` = an API key id, `client_secret` = the key, by HTTP Basic (client_secret_basic) or in the form (client_secret_post); the answer is an access token for the key's organization and scopes (`scope` narrows), valid CLIENT_TOKEN_TTL seconds and verifiable with the JWKS alone. `password` and `refresh_token` are the public client's (`client_id` absent or OAUTH_CLIENT_ID) and follow /auth/login and /auth/refresh, 2FA included. Errors are RFC 6749 §5.2 bodies.
+         */
+        post: operations["token"];
         delete?: never;
         options?: never;
         head?: never;
@@ -693,7 +730,7 @@ export interface components {
         AuditEvent: {
             id: string;
             /** @enum {string} */
-            action: "login.succeeded" | "login.failed" | "account.locked" | "refresh.reuse_detected" | "api_key.created" | "api_key.revoked" | "api_key.rotated" | "member.added" | "member.removed" | "member.role_changed" | "organization.created" | "organization.renamed";
+            action: "login.succeeded" | "login.failed" | "reauth.failed" | "account.locked" | "refresh.reuse_detected" | "api_key.created" | "api_key.revoked" | "api_key.rotated" | "member.added" | "member.removed" | "member.role_changed" | "organization.created" | "organization.renamed";
             actor_user_id: string | null;
             actor_key_id: string | null;
             target_type: string | null;
@@ -707,6 +744,30 @@ export interface components {
              * @description RFC 3339, UTC
              */
             created_at: string;
+        };
+        ClientToken: {
+            /** @description RFC 9068 JWT; verify it with the JWKS */
+            access_token: string;
+            /** @enum {string} */
+            token_type: "Bearer";
+            /** @description Seconds (CLIENT_TOKEN_TTL) */
+            expires_in: number;
+            /** @description The scopes granted, space-separated */
+            scope: string;
+        };
+        OAuthTokenPair: {
+            /** @description RFC 9068 JWT */
+            access_token: string;
+            /** @enum {string} */
+            token_type: "Bearer";
+            /** @description Access-token lifetime, seconds */
+            expires_in: number;
+            /** @description Opaque, single-use; rotate it with POST /auth/refresh */
+            refresh_token: string;
+        };
+        OAuthError: {
+            error: "invalid_request" | "invalid_client" | "invalid_grant" | "unauthorized_client" | "unsupported_grant_type" | "invalid_scope" | "temporarily_unavailable" | "server_error";
+            error_description?: string;
         };
     };
     responses: never;
@@ -3376,7 +3437,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 cursor?: string;
-                action?: "login.succeeded" | "login.failed" | "account.locked" | "refresh.reuse_detected" | "api_key.created" | "api_key.revoked" | "api_key.rotated" | "member.added" | "member.removed" | "member.role_changed" | "organization.created" | "organization.renamed";
+                action?: "login.succeeded" | "login.failed" | "reauth.failed" | "account.locked" | "refresh.reuse_detected" | "api_key.created" | "api_key.revoked" | "api_key.rotated" | "member.added" | "member.removed" | "member.role_changed" | "organization.created" | "organization.renamed";
             };
             header?: never;
             path: {
@@ -4104,11 +4165,21 @@ export interface operations {
             content: {
                 "application/x-www-form-urlencoded": {
                     token: string;
-                    token_type_hint?: "access_token" | "refresh_token" | "api_key";
+                    /** @description Advisory only (RFC 7662 §2.1): access_token, refresh_token or api_key; any other value is ignored */
+                    token_type_hint?: string;
+                    /** @description client_secret_post: the API key id */
+                    client_id?: string;
+                    /** @description client_secret_post: the API key */
+                    client_secret?: string;
                 };
                 "application/json": {
                     token: string;
-                    token_type_hint?: "access_token" | "refresh_token" | "api_key";
+                    /** @description Advisory only (RFC 7662 §2.1): access_token, refresh_token or api_key; any other value is ignored */
+                    token_type_hint?: string;
+                    /** @description client_secret_post: the API key id */
+                    client_id?: string;
+                    /** @description client_secret_post: the API key */
+                    client_secret?: string;
                 };
             };
         };
@@ -4127,6 +4198,7 @@ export interface operations {
                         org_id?: string;
                         org_role?: string;
                         sid?: string;
+                        client_id?: string;
                         auth_time?: number;
                         key_id?: string;
                         exp?: number;
@@ -4231,11 +4303,21 @@ export interface operations {
             content: {
                 "application/x-www-form-urlencoded": {
                     token: string;
-                    token_type_hint?: "access_token" | "refresh_token" | "api_key";
+                    /** @description Advisory only (RFC 7662 §2.1): access_token, refresh_token or api_key; any other value is ignored */
+                    token_type_hint?: string;
+                    /** @description client_secret_post: the API key id */
+                    client_id?: string;
+                    /** @description client_secret_post: the API key */
+                    client_secret?: string;
                 };
                 "application/json": {
                     token: string;
-                    token_type_hint?: "access_token" | "refresh_token" | "api_key";
+                    /** @description Advisory only (RFC 7662 §2.1): access_token, refresh_token or api_key; any other value is ignored */
+                    token_type_hint?: string;
+                    /** @description client_secret_post: the API key id */
+                    client_id?: string;
+                    /** @description client_secret_post: the API key */
+                    client_secret?: string;
                 };
             };
         };
@@ -4332,7 +4414,7 @@ export interface operations {
             };
         };
     };
-    getOpenIdConfiguration: {
+    getAuthorizationServerMetadata: {
         parameters: {
             query?: never;
             header?: never;
@@ -4351,19 +4433,16 @@ export interface operations {
                         issuer: string;
                         jwks_uri: string;
                         token_endpoint: string;
-                        /** @description Non-standard: where grant_type=refresh_token goes */
-                        refresh_endpoint: string;
                         introspection_endpoint: string;
                         revocation_endpoint: string;
                         grant_types_supported: string[];
+                        /** @description Empty: there is no authorization endpoint */
                         response_types_supported: string[];
                         token_endpoint_auth_methods_supported: string[];
                         introspection_endpoint_auth_methods_supported: string[];
                         revocation_endpoint_auth_methods_supported: string[];
-                        id_token_signing_alg_values_supported: string[];
-                        access_token_signing_alg_values_supported: string[];
                         scopes_supported: string[];
-                        subject_types_supported: string[];
+                        service_documentation: string;
                     };
                 };
             };
@@ -4401,6 +4480,184 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getOpenIdConfiguration: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        issuer: string;
+                        jwks_uri: string;
+                        token_endpoint: string;
+                        introspection_endpoint: string;
+                        revocation_endpoint: string;
+                        grant_types_supported: string[];
+                        /** @description Empty: there is no authorization endpoint */
+                        response_types_supported: string[];
+                        token_endpoint_auth_methods_supported: string[];
+                        introspection_endpoint_auth_methods_supported: string[];
+                        revocation_endpoint_auth_methods_supported: string[];
+                        scopes_supported: string[];
+                        service_documentation: string;
+                    };
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Internal Server Error */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    token: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": {
+                    /** @description `password`, `refresh_token` or `client_credentials` */
+                    grant_type: string;
+                    /** @description password grant: the email */
+                    username?: string;
+                    /** @description password grant */
+                    password?: string;
+                    /** @description refresh_token grant */
+                    refresh_token?: string;
+                    /** @description client_credentials: space-separated scopes to narrow the token to (never widen) */
+                    scope?: string;
+                    /** @description password and refresh_token grants: the organization of the access token */
+                    org_id?: string;
+                    /** @description client_secret_post (an API key id), or the public client id */
+                    client_id?: string;
+                    /** @description client_secret_post: the API key */
+                    client_secret?: string;
+                } & {
+                    [key: string]: unknown;
+                };
+                "application/json": {
+                    /** @description `password`, `refresh_token` or `client_credentials` */
+                    grant_type: string;
+                    /** @description password grant: the email */
+                    username?: string;
+                    /** @description password grant */
+                    password?: string;
+                    /** @description refresh_token grant */
+                    refresh_token?: string;
+                    /** @description client_credentials: space-separated scopes to narrow the token to (never widen) */
+                    scope?: string;
+                    /** @description password and refresh_token grants: the organization of the access token */
+                    org_id?: string;
+                    /** @description client_secret_post (an API key id), or the public client id */
+                    client_id?: string;
+                    /** @description client_secret_post: the API key */
+                    client_secret?: string;
+                } & {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Default Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ClientToken"] | components["schemas"]["LoginTokens"] | components["schemas"]["MfaRequired"] | components["schemas"]["OAuthTokenPair"];
+                };
+            };
+            /** @description Default Response */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
+                };
+            };
+            /** @description Default Response */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
+                };
+            };
+            /** @description Default Response */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
+                };
+            };
+            /** @description Default Response */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
+                };
+            };
+            /** @description Default Response */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OAuthError"];
                 };
             };
         };
