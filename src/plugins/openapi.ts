@@ -118,7 +118,12 @@ export default fp(async (app) => {
       reply.type('application/yaml; charset=utf-8').header('cache-control', 'public, max-age=60').send(app.openapiYaml()))
   }
   // An interactive reference rendered from the same document; its assets ship with the package (no CDN).
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } })
+  // Without upgrade-insecure-requests: over plain http from any other host it made the browser fetch the
+  // UI's own assets over https, and the page stayed blank.
+  await app.register(swaggerUi, {
+    routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true },
+    transformStaticCSP: (header) => header.split(';').map((d) => d.trim()).filter((d) => d && d !== 'upgrade-insecure-requests').join('; '),
+  })
 
   app.get('/openapi.json', hidden, async (_request, reply) =>
     reply.type('application/json; charset=utf-8').header('cache-control', 'public, max-age=60').send(JSON.stringify(app.swagger())))

@@ -75,7 +75,7 @@ t.test('register → login → me → org → member → key → call with key �
   })
   t.equal(asKey.response.status, 200)
   t.same(asKey.data?.items.map((m) => m.email).sort(), [email, colleague].sort(), 'the key sees the members of its organization')
-  const verified = await client.GET('/api/v1/auth/verify', { headers: { 'x-api-key': key.data!.key }, params: { query: { scope: 'agents:read' } } })
+  const verified = await client.GET('/api/v1/auth/verify', { headers: { 'x-api-key': key.data!.key, accept: 'application/json' }, params: { query: { scope: 'agents:read' } } })
   t.equal(verified.response.headers.get('x-auth-key-id'), key.data!.id)
 
   const refreshed = await client.POST('/api/v1/auth/refresh', { body: { refresh_token: tokens.refresh_token } })

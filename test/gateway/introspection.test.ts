@@ -295,10 +295,11 @@ t.test('POST /auth/revoke: 200 {} whatever the token, acting only within the cal
       t.equal(await status(me(session.access)), 401, 'the session\'s access token: 401')
     })
 
-    t.test(`${encoding}: a key with auth:introspect revokes an API key of its organization at once`, async (t) => {
+    t.test(`${encoding}: a key with auth:introspect and api_keys:write revokes an API key of its organization at once`, async (t) => {
       const key = await createKey(A, bearer(acct.access), ['agents:read'])
+      const manager = bearer((await createKey(A, bearer(acct.access), ['auth:introspect', 'api_keys:write'], 'manager')).key)
       t.equal(await status(me(key.key)), 200, 'valid (and cached) before')
-      expectStatus(await revoke(caller, key.key, encoding), 200, 'revoke')
+      expectStatus(await revoke(manager, key.key, encoding), 200, 'revoke')
       t.equal(await status(me(key.key)), 401, 'refused at once')
       await A.audit.flush()
       const audit = expectStatus(await A.inject({ method: 'GET', url: `/api/v1/organizations/${acct.orgId}/audit-events?limit=100`, headers: bearer(acct.access) }), 200, 'audit')

@@ -314,7 +314,7 @@ if (!nginx) {
       t.equal(ok.body, '', 'no body')
       const denied = await via('/agents/list', {}, 'HEAD')
       t.equal(denied.status, 401, 'HEAD without a credential: 401')
-      t.equal(denied.res.headers.get('www-authenticate'), 'Bearer error="invalid_token"')
+      t.equal(denied.res.headers.get('www-authenticate'), 'Bearer realm="portcullis"')
       t.equal(denied.reached.length, 0)
       const forbidden = await via('/admin/keys', { 'x-api-key': readKey.key }, 'HEAD')
       t.equal(forbidden.status, 403, 'HEAD with too few scopes: 403')

@@ -27,7 +27,7 @@ const orgId: string = owner.organization.id
 const appWith = (t: Test, env: Record<string, string>) => buildTestApp(t, { env: { ...TENANCY_ENV, ...env } })
 const get = (url: string, headers: Headers = {}, target: App = app) => target.inject({ method: 'GET', url, headers })
 const verify = (headers: Headers, query = '', method: 'GET' | 'HEAD' = 'GET') =>
-  app.inject({ method, url: `/api/v1/auth/verify${query}`, headers })
+  app.inject({ method, url: `/api/v1/auth/verify${query}`, headers: { accept: 'application/json', ...headers } })
 
 function assertError(t: Test, res: InjectResponse, status: number, code: string) {
   t.equal(res.statusCode, status, `${status} ${code} (got ${res.statusCode} ${res.body})`)
@@ -66,6 +66,25 @@ t.test('GET/HEAD /auth/verify: forward-auth headers for sessions and API keys', 
       })
     })
   }
+
+  t.test('without Accept: application/json the 200 is its headers alone (gateways keep their connection)', async (t) => {
+    for (const accept of [undefined, '*/*', 'text/plain']) {
+      const res = await app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: { 'x-api-key': key.key, ...(accept ? { accept } : {}) } })
+      t.equal(res.statusCode, 200)
+      t.equal(res.body, '', `Accept ${accept ?? '(none)'}: no body`)
+      t.equal(res.headers['x-auth-key-id'], key.id, 'the headers are the answer')
+    }
+  })
+
+  t.test('a credential sent in both headers authenticates (as generated clients send it)', async (t) => {
+    const session = await app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: { ...bearer(owner.access_token), 'x-api-key': owner.access_token } })
+    t.equal(session.statusCode, 200, 'a session token in Authorization and X-API-Key')
+    t.equal(session.headers['x-auth-method'], 'session')
+    const sameKey = await app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: { ...bearer(key.key), 'x-api-key': key.key } })
+    t.equal(sameKey.statusCode, 200, 'the same key in both')
+    const junkKeyHeader = await app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: { ...bearer(owner.access_token), 'x-api-key': 'undefined' } })
+    t.equal(junkKeyHeader.statusCode, 200, 'X-API-Key holding no API key, Authorization a valid token: the token')
+  })
 
   t.test('the key as a bearer token works the same', async (t) => {
     const res = await verify(bearer(key.key))
@@ -129,7 +148,7 @@ t.test('GET /.well-known/openid-configuration', async (t) => {
   }
   const endpoints = (base: string) => ({
     jwks_uri: `${base}/.well-known/jwks.json`,
-    token_endpoint: `${base}/api/v1/auth/login`,
+    token_endpoint: `${base}/api/v1/oauth/token`,
     introspection_endpoint: `${base}/api/v1/auth/introspect`,
     revocation_endpoint: `${base}/api/v1/auth/revoke`,
   })
@@ -137,10 +156,12 @@ t.test('GET /.well-known/openid-configuration', async (t) => {
   t.test('without PUBLIC_URL the endpoints are under JWT_ISSUER', async (t) => {
     const doc = await discovery(app)
     t.match(doc, { issuer: ISSUER, ...endpoints(ISSUER) })
-    t.ok(doc.id_token_signing_alg_values_supported.includes(app.keyRing.current.alg), 'the signing algorithm is listed')
-    t.ok(doc.access_token_signing_alg_values_supported.includes(app.keyRing.current.alg), 'for access tokens too')
+    t.notOk('id_token_signing_alg_values_supported' in doc, 'no ID tokens are claimed')
+    t.notOk('refresh_endpoint' in doc, 'no unregistered metadata')
     t.same(doc.scopes_supported, [...app.config.SCOPES], 'scopes_supported: SCOPES')
-    t.match(doc.grant_types_supported, ['password', 'refresh_token'])
+    t.same(doc.grant_types_supported, ['password', 'refresh_token', 'client_credentials'])
+    t.same(doc.response_types_supported, [], 'no authorization endpoint, no response types')
+    t.same((await get('/.well-known/oauth-authorization-server')).json(), doc, 'RFC 8414 path: the same document')
 
     const jwks = await get(new URL(doc.jwks_uri).pathname)
     t.equal(jwks.statusCode, 200, 'the jwks_uri path is served')
@@ -160,6 +181,12 @@ t.test('GET /docs: the interactive reference, rendered from the committed contra
   t.equal(html.statusCode, 200)
   t.match(html.headers['content-type'], /^text\/html/)
   t.match(html.body, /<html/i)
+  // Found by issue 11: upgrade-insecure-requests left the page blank over plain http from any other host.
+  for (const path of ['/docs', '/docs/static/index.html', '/docs/static/swagger-ui.css']) {
+    const csp = String((await get(path)).headers['content-security-policy'] ?? '')
+    t.ok(csp.length > 0, `${path}: a CSP`)
+    t.notMatch(csp, /upgrade-insecure-requests/, `${path}: no upgrade-insecure-requests`)
+  }
 
   const served = await get('/docs/json')
   t.equal(served.statusCode, 200)

@@ -39,6 +39,8 @@ const CALLER_ONLY: Record<string, string> = {
   'GET /api/v1/organizations': "the caller's own memberships",
   'POST /api/v1/organizations': 'creates a new organization owned by the caller',
   'GET /.well-known/openid-configuration': 'public discovery document, the same for every tenant',
+  'GET /.well-known/oauth-authorization-server': 'public discovery document, the same for every tenant',
+  'POST /api/v1/oauth/token': "the caller's own password or refresh token (org_id must be a membership), or a key's token for the key's own organization (test/e2e/openid-client)",
   'POST /api/v1/auth/introspect': "RFC 7662: another tenant's token is exactly {active:false} (test/gateway/introspection)",
   'POST /api/v1/auth/revoke': "RFC 7009: another tenant's token is left alone, still 200 (test/gateway/introspection)",
 }

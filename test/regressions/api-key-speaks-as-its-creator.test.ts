@@ -29,7 +29,7 @@ t.test('/auth/me with a key describes the key, never its creator', async (t) => 
 })
 
 t.test('forward-auth names the key, not a user', async (t) => {
-  const res = await app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: asKey })
+  const res = await app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: { ...asKey, accept: 'application/json' } })
   t.equal(res.statusCode, 200)
   t.equal(res.headers['x-auth-key-id'], key.id)
   t.notOk('x-auth-user-id' in res.headers, 'no X-Auth-User-Id')

@@ -19,6 +19,9 @@ const tokenBody = {
   },
 }
 
+/** Accept names JSON explicitly (a bare * / * or no Accept gets the headers alone). */
+const wantsJson = (request: FastifyRequest) => request.headers.accept?.includes('application/json') === true
+
 const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   const service = new GatewayService({
@@ -47,6 +50,9 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
       'x-auth-method': auth.method,
       'cache-control': 'no-store',
     })
+    // The headers are the answer. A body only when asked for: gateways (Caddy's forward_auth) never
+    // read one, and an unread body costs them the keep-alive connection.
+    if (!wantsJson(request)) return reply.send()
     return {
       user_id: auth.userId, org_id: auth.orgId, role: auth.role, scopes: auth.scopes as string[], method: auth.method, key_id: auth.keyId ?? null,
     }
@@ -58,6 +64,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: TAGS, operationId: 'verify', summary: 'Forward-auth: 200 with X-Auth-* headers, 401 or 403 otherwise (also HEAD)',
       description: 'Accepts a session access token or an API key (and X-Org-ID). `?scope=a,b` demands scopes (403 INSUFFICIENT_SCOPE). '
+        + 'The 200 answer is its headers, with no body unless the request sends `Accept: application/json`. '
         + 'Pass X-Auth-User-Id, X-Auth-Org-Id, X-Auth-Role, X-Auth-Scopes, X-Auth-Method and X-Auth-Key-Id on to the upstream. '
         + 'Envoy ext_authz (HTTP) sends the client\'s method and appends its path: every method and any path below this one answer the same.',
       querystring: VerifyQuerySchema,

@@ -462,7 +462,7 @@ export interface paths {
         };
         /**
          * Forward-auth: 200 with X-Auth-* headers, 401 or 403 otherwise (also HEAD)
-         * @description Accepts a session access token or an API key (and X-Org-ID). `?scope=a,b` demands scopes (403 INSUFFICIENT_SCOPE). Pass X-Auth-User-Id, X-Auth-Org-Id, X-Auth-Role, X-Auth-Scopes, X-Auth-Method and X-Auth-Key-Id on to the upstream. Envoy ext_authz (HTTP) sends the client's method and appends its path: every method and any path below this one answer the same.
+         * @description Accepts a session access token or an API key (and X-Org-ID). `?scope=a,b` demands scopes (403 INSUFFICIENT_SCOPE). The 200 answer is its headers, with no body unless the request sends `Accept: application/json`. Pass X-Auth-User-Id, X-Auth-Org-Id, X-Auth-Role, X-Auth-Scopes, X-Auth-Method and X-Auth-Key-Id on to the upstream. Envoy ext_authz (HTTP) sends the client's method and appends its path: every method and any path below this one answer the same.
          */
         get: operations["verify"];
         put?: never;
