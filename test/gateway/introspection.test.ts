@@ -350,3 +350,25 @@ t.test('a session revoked through /auth/revoke is refused by a second instance w
   t.ok(ms >= 0, `B refuses it after ${ms} ms`)
   t.equal((await introspect(bearer(acct.introspector), session.access, 'json', B)).body, INACTIVE, 'and introspects it as inactive')
 })
+
+// Issue 11: a client-credentials token verifies with the JWKS alone; Portcullis refuses it on every
+// instance within a second once its key is revoked (the key cache is evicted through the cluster channel).
+t.test('a client-credentials token is refused by verify and introspection on both instances within 1 s of its key\'s revocation', async (t) => {
+  const acct = await newAccount()
+  const machine = await createKey(A, bearer(acct.access), ['agents:read'], 'machine')
+  const res = await A.inject({
+    method: 'POST', url: '/api/v1/oauth/token', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    payload: new URLSearchParams({ grant_type: 'client_credentials', client_id: machine.id, client_secret: machine.key }).toString(),
+  })
+  const token = expectStatus(res, 200, 'client_credentials').access_token as string
+  t.equal(decodeJwt(token).client_id, machine.id, 'client_id claim')
+  for (const app of [A, B]) {
+    t.equal(await status(me(token, app)), 200, 'accepted before')
+    t.match((await introspect(bearer(acct.introspector), token, 'form', app)).json(), { active: true, client_id: machine.id })
+  }
+  expectStatus(await A.inject({ method: 'DELETE', url: `/api/v1/api-keys/${machine.id}`, headers: bearer(acct.access) }), 204, 'revoke the key on A')
+  t.equal(await status(me(token, A)), 401, 'A refuses at once')
+  const ms = await within(1000, async () => (await status(me(token, B))) === 401)
+  t.ok(ms >= 0, `B refuses it after ${ms} ms`)
+  for (const app of [A, B]) t.equal((await introspect(bearer(acct.introspector), token, 'json', app)).body, INACTIVE, 'inactive on both')
+})
