@@ -89,7 +89,7 @@ t.test('every operation is documented and declares the platform errors', async (
       const oauth = op.operationId === 'token'
       const errorStatuses = ['400', '500', '503']
       if (op.requestBody && !oauth) errorStatuses.push('413', '415', '422')
-      if (op.security?.some((s: object) => Object.keys(s).length)) errorStatuses.push('401')
+      if (op.security?.some((s: unknown) => Object.keys(s as object).length)) errorStatuses.push('401')
       for (const status of errorStatuses) {
         t.equal(responses[status]?.content?.['application/json']?.schema?.$ref, oauth ? '#/components/schemas/OAuthError' : ERROR_REF,
           `${status} uses the ${oauth ? 'OAuthError' : 'Error'} schema`)

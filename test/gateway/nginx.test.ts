@@ -3,17 +3,15 @@
 // the configuration the README shows). Three real processes on loopback ports:
 // Portcullis, nginx, and an echo upstream in this process that counts its hits.
 import t, { type Test } from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { spawn } from 'node:child_process'
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createServer as createHttpServer, type IncomingHttpHeaders } from 'node:http'
-import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
-import { freshDatabaseUrl, RELAXED_LIMITS, TEST_DATABASE_URL, TEST_REDIS_URL } from '../helpers/app.js'
+import { TEST_DATABASE_URL, TEST_REDIS_URL } from '../helpers/app.js'
 import { STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
-
-const root = join(import.meta.dirname, '..', '..')
+import {
+  exitOf, freePort, json, killOrphansOnExit, orphans, portAnswers, sleep, startPortcullis, startUpstream,
+} from '../helpers/gateway.js'
 const TEMPLATE = join(import.meta.dirname, 'nginx.conf.template')
 
 /** nginx on PATH (Debian installs it in /usr/sbin, which a non-root PATH may lack). */
@@ -24,92 +22,6 @@ function findNginx(): string | undefined {
     try { accessSync(file, constants.X_OK); return file } catch { /* not here */ }
   }
   return undefined
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number }
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/** Resolves when the child exits (at once if it already has). */
-const exitOf = (child: ChildProcess) => new Promise<void>((resolve) => {
-  if (child.exitCode !== null || child.signalCode !== null) resolve()
-  else child.once('exit', () => resolve())
-})
-
-/**
- * Kills for the children still running, for when this process ends without its
- * teardowns (a tap timeout, Ctrl-C): nginx does not notice its parent is gone.
- */
-const orphans = new Set<() => void>()
-function killOrphansOnExit() {
-  const killAll = () => { for (const kill of orphans) kill(); orphans.clear() }
-  process.once('exit', killAll)
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
-    process.once(signal, () => {
-      killAll()
-      process.kill(process.pid, signal) // then the usual end (or the next handler)
-    })
-  }
-}
-
-async function portAnswers(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1')
-    socket.once('connect', () => { socket.destroy(); resolve(true) })
-    socket.once('error', () => resolve(false))
-  })
-}
-
-async function startPortcullis(t: Test) {
-  const port = await freePort()
-  // A fresh PostgreSQL database (and Redis) when the suite runs against them, else memory://.
-  const databaseUrl = await freshDatabaseUrl(t)
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: root,
-    env: {
-      ...process.env, ...RELAXED_LIMITS,
-      DATABASE_URL: databaseUrl, SECRET_KEY: randomBytes(32).toString('base64'),
-      ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}),
-      PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'warn', ARGON2_MEMORY_KIB: '8192',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let logs = ''
-  child.stdout!.on('data', (d) => { logs += d })
-  child.stderr!.on('data', (d) => { logs += d })
-  const kill = () => { child.kill('SIGKILL') }
-  orphans.add(kill)
-  t.teardown(async () => { kill(); orphans.delete(kill); await exitOf(child) })
-  const base = `http://127.0.0.1:${port}`
-  for (let i = 0; ; i++) {
-    try { if ((await fetch(`${base}/healthz`)).ok) break } catch { /* not up yet */ }
-    if (child.exitCode !== null || i > 300) throw new Error(`Portcullis did not start:\n${logs}`)
-    await sleep(100)
-  }
-  return { base, port }
-}
-
-interface Hit { method: string; url: string; headers: IncomingHttpHeaders }
-
-/** The protected service: answers the headers it received as JSON, and remembers every request. */
-async function startUpstream(t: Test) {
-  const hits: Hit[] = []
-  const server = createHttpServer((req, res) => {
-    hits.push({ method: req.method!, url: req.url!, headers: req.headers })
-    const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers })
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-    res.end(req.method === 'HEAD' ? undefined : body)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()) }))
-  return { port: (server.address() as { port: number }).port, hits }
 }
 
 async function startNginx(t: Test, nginx: string, portcullisPort: number, upstreamPort: number) {
@@ -145,12 +57,6 @@ async function startNginx(t: Test, nginx: string, portcullisPort: number, upstre
     await sleep(50)
   }
   return { base: `http://127.0.0.1:${port}`, child, errorLog }
-}
-
-async function json(res: Response, status: number, what: string) {
-  const text = await res.text()
-  if (res.status !== status) throw new Error(`${what}: expected ${status}, got ${res.status} ${text}`)
-  return text ? JSON.parse(text) : undefined
 }
 
 const nginx = findNginx()
