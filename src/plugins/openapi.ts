@@ -27,6 +27,39 @@ declare module 'fastify' {
   }
 }
 
+interface Operation {
+  operationId?: string
+  requestBody?: { required?: boolean }
+  responses?: Record<string, { headers?: Record<string, unknown> }>
+}
+
+const header = (name: string) => ({ $ref: `#/components/headers/${name}` })
+
+/** Response headers, declared where they are sent (SPEC §3, RFC 6750, IETF RateLimit fields). */
+const RESPONSE_HEADERS = {
+  'RateLimit-Limit': { description: 'Requests allowed in the window of the limit that applies', schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 100_000_000 } },
+  'RateLimit-Remaining': { description: 'Requests left in the window', schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 100_000_000 } },
+  'RateLimit-Reset': { description: 'Seconds until the window resets', schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 86_400 } },
+  'Retry-After': { description: 'Seconds to wait before retrying', schema: { type: 'integer', format: 'int32', minimum: 0, maximum: 86_400 } },
+  'WWW-Authenticate': {
+    description: 'The Bearer challenge: bare when no credential was sent, `error="invalid_token"` when one failed (RFC 6750 §3.1); Basic at the token endpoint',
+    schema: { type: 'string', maxLength: 200 },
+  },
+  'X-Request-Id': { description: 'The request id (echoed when the client sent a sane one)', schema: { type: 'string', maxLength: 128, pattern: '^[A-Za-z0-9._:-]{1,128}$' } },
+} as const
+
+/** Every answer carries the rate-limit fields (the per-credential limit applies everywhere) and its request id; errors say when to retry. */
+function declareResponseHeaders(op: Operation) {
+  for (const [status, response] of Object.entries(op.responses ?? {})) {
+    const code = Number(status)
+    const headers: Record<string, unknown> = { 'X-Request-Id': header('X-Request-Id') }
+    if (code < 500) Object.assign(headers, { 'RateLimit-Limit': header('RateLimit-Limit'), 'RateLimit-Remaining': header('RateLimit-Remaining'), 'RateLimit-Reset': header('RateLimit-Reset') })
+    if (code === 429 || code === 423 || code === 503) headers['Retry-After'] = header('Retry-After')
+    if (code === 401) headers['WWW-Authenticate'] = header('WWW-Authenticate')
+    response.headers = { ...headers, ...response.headers }
+  }
+}
+
 const pkg = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
 
 // Fastify parses a body on these whatever the route declares, so 413/415 can always happen.
@@ -58,6 +91,8 @@ export default fp(async (app) => {
       }, ...existing]
     }
     if (route.schema.hide) return
+    // Public unless an authentication plugin says otherwise (its onRoute runs after this one).
+    route.schema.security ??= []
     if (route.schema.body && isOptionalBody(route.schema.body)) optionalBodies.add(String(route.schema.operationId))
     // An OAuth endpoint declares its own (RFC 6749 §5.2) errors.
     if (route.config?.oauthErrors) return
@@ -88,7 +123,12 @@ export default fp(async (app) => {
         { name: 'keys', description: 'Token signing keys and discovery' },
         { name: 'operations', description: 'Health and readiness' },
       ],
+      servers: [{
+        url: 'https://auth.example.com',
+        description: 'Production: your deployment at its PUBLIC_URL (npm start serves the same paths at http://localhost:3000)', 'x-internal': false,
+      } as never],
       components: {
+        headers: RESPONSE_HEADERS as never,
         securitySchemes: {
           bearerAuth: { type: 'http', scheme: 'bearer', description: 'An access token from login, or (where the operation accepts keys) an API key' },
           apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An organization API key' },
@@ -99,8 +139,9 @@ export default fp(async (app) => {
     transformObject: (documentObject) => {
       const { openapiObject } = documentObject as { openapiObject: Record<string, unknown> & { paths?: Record<string, unknown> } }
       for (const methods of Object.values(openapiObject.paths ?? {})) {
-        for (const op of Object.values(methods as Record<string, { operationId?: string; requestBody?: { required?: boolean } }>)) {
+        for (const op of Object.values(methods as Record<string, Operation>)) {
           if (op.requestBody && optionalBodies.has(String(op.operationId))) op.requestBody.required = false
+          declareResponseHeaders(op)
         }
       }
       return openapiObject as never

@@ -22,7 +22,7 @@ export function errorResponses(...statuses: number[]): Record<number, TSchema> {
 }
 
 export const PublicId = (prefix: IdPrefix, description?: string) =>
-  Type.String({ pattern: ID_PATTERN(prefix), ...(description ? { description } : {}) })
+  Type.String({ pattern: ID_PATTERN(prefix), maxLength: prefix.length + 27, ...(description ? { description } : {}) })
 
 export const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' })
 

@@ -114,7 +114,7 @@ if (!caddy) {
     })
 
     await t.test('an API key: its identity, no user and no role, forged ones removed', async (t) => {
-      for (const headers of [{ 'x-api-key': readKey.key }, { authorization: `Bearer ${readKey.key}` }]) {
+      for (const headers of [{ 'x-api-key': readKey.key }, { authorization: `Bearer ${readKey.key}` }] as Record<string, string>[]) {
         const r = await via('/agents/list', { ...forged, ...headers })
         t.equal(r.status, 200)
         t.match(r.seen, { 'x-auth-key-id': readKey.id, 'x-auth-method': 'api_key', 'x-auth-scopes': 'agents:read', 'x-auth-org-id': owner.organization.id })

@@ -154,11 +154,16 @@ const HINTS: Record<string, Record<string, string[]>> = {
   rotateApiKey: { id: ['keyId', 'authKeyId'] },
   verify: { scope: ['scopeQuery'] },
   introspect: { token: TOKENS },
+  token: {
+    grant_type: ['grantType'], username: ['loginEmail'], password: ['password'], refresh_token: ['refreshToken'],
+    client_id: ['clientId'], client_secret: ['apiKeyToken'], scope: ['scopeQuery'],
+  },
   revokeToken: { token: TOKENS },
 }
 
 const ODD_DATES = ['2024-02-30T00:00:00Z', '9999-12-31T23:59:59Z', '2999-01-01T24:00:00Z', '2999-12-31T23:59:60Z', '2999-01-01T00:00:00+14:00',
   '2999-01-01T00:00:00-23:59', '0000-01-01T00:00:00Z', '2999-01-01T00:00:00.123456789Z', '2999-13-01T00:00:00Z', '2999-01-01t00:00:00z']
+const GRANT_TYPES = ['client_credentials', 'client_credentials', 'password', 'refresh_token', 'authorization_code']
 const SCOPE_QUERIES = ['members:read,api_keys:read', 'api_keys:write members:write', 'nonexistent:scope', 'auth:introspect', ',,, ,']
 
 /** Resolves the hints of one request, creating what its mode needs at most once. */
@@ -238,6 +243,8 @@ class RequestContext {
       case 'futureDate': return new Date(Date.now() + 86_400_000 * (1 + h.n)).toISOString()
       case 'oddDate': return ODD_DATES[h.n % ODD_DATES.length]
       case 'scopeQuery': return SCOPE_QUERIES[h.n % SCOPE_QUERIES.length]
+      case 'grantType': return GRANT_TYPES[h.n % GRANT_TYPES.length]
+      case 'clientId': return S.key.id
       default: throw new Error(`unknown hint ${h.name}`)
     }
   }
@@ -375,8 +382,9 @@ async function send(op: Operation, spec: RequestSpec): Promise<Outcome> {
     return { error: `fixture failed: ${(err as Error).message}` }
   }
   try {
+    // A JSON API client says it wants JSON (forward-auth answers with headers alone otherwise).
     const res = await fetch(sent.url, {
-      method: sent.method, headers: sent.headers, redirect: 'manual', signal: AbortSignal.timeout(30_000),
+      method: sent.method, headers: { accept: 'application/json', ...sent.headers }, redirect: 'manual', signal: AbortSignal.timeout(30_000),
       body: sent.body === undefined ? undefined : Buffer.from(sent.body),
     })
     return {
@@ -498,7 +506,7 @@ for (const op of ops) {
 }
 
 t.test('coverage', async (t) => {
-  t.equal(operations().length, 35, 'the document has 35 operations (HEAD /api/v1/auth/verify implicit)')
+  t.equal(operations().length, 37, 'the document has 37 operations (HEAD /api/v1/auth/verify implicit)')
   t.equal(ops.length, ONLY ? ops.length : operations().length, 'every operation fuzzed')
 })
 

@@ -23,12 +23,12 @@ export const CreateApiKeyBodySchema = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
   scopes: Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { minItems: 1, maxItems: 50, uniqueItems: true }),
   environment: Type.Optional(Type.Union([Type.Literal('live'), Type.Literal('test')], { default: 'live' })),
-  expires_at: Type.Optional(Type.String({ format: 'date-time' })),
+  expires_at: Type.Optional(Type.String({ format: 'date-time', maxLength: 40 })),
 }, { additionalProperties: false })
 export type CreateApiKeyBody = Static<typeof CreateApiKeyBodySchema>
 
 export const RotateApiKeyBodySchema = Type.Object({
-  grace_seconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 604_800, default: 0, description: 'How long the old key keeps working' })),
+  grace_seconds: Type.Optional(Type.Integer({ format: 'int32', minimum: 0, maximum: 604_800, default: 0, description: 'How long the old key keeps working' })),
 }, { additionalProperties: false })
 
 export const ApiKeyParamsSchema = Type.Object({ id: PublicId('key') })

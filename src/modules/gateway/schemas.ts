@@ -1,3 +1,5 @@
+import { ID_PATTERN } from '../../lib/ids.js'
+import { RoleSchema } from '../../schemas/common.js'
 import { Type } from '@sinclair/typebox'
 
 export const VerifyQuerySchema = Type.Object({
@@ -7,11 +9,22 @@ export const VerifyQuerySchema = Type.Object({
 export const VerifyResponseSchema = Type.Object({
   user_id: Type.Union([Type.String(), Type.Null()], { description: 'null for an API key (an identity of its organization)' }),
   org_id: Type.String(),
-  role: Type.Union([Type.String(), Type.Null()]),
+  role: Type.Union([RoleSchema, Type.Null()]),
   scopes: Type.Array(Type.String()),
   method: Type.Union([Type.Literal('session'), Type.Literal('api_key')]),
   key_id: Type.Union([Type.String(), Type.Null()]),
-}, { description: 'The same facts as the X-Auth-* headers' })
+}, {
+  description: 'The same facts as the X-Auth-* headers (a body only with Accept: application/json)',
+  // The answer a gateway reads: only the headers that apply are sent.
+  headers: {
+    'X-Auth-User-Id': { type: 'string', maxLength: 40, pattern: ID_PATTERN('usr'), description: 'The user (sessions only)' },
+    'X-Auth-Org-Id': { type: 'string', maxLength: 40, pattern: ID_PATTERN('org'), description: 'The organization context' },
+    'X-Auth-Role': { type: 'string', enum: ['owner', 'admin', 'member'], description: 'The role there (sessions only)' },
+    'X-Auth-Scopes': { type: 'string', maxLength: 2000, pattern: '^[A-Za-z0-9:_. -]*$', description: 'Scopes held, space-separated' },
+    'X-Auth-Method': { type: 'string', enum: ['session', 'api_key'] },
+    'X-Auth-Key-Id': { type: 'string', maxLength: 40, pattern: ID_PATTERN('key'), description: 'The API key (keys and client-credentials tokens only)' },
+  },
+})
 
 export const TokenBodySchema = Type.Object({
   token: Type.String({ minLength: 1, maxLength: 4096 }),

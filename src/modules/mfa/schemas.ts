@@ -15,7 +15,7 @@ export const SetupResponseSchema = Type.Object({
 })
 
 export const EnableBodySchema = Type.Object({
-  code: Type.String({ pattern: '^\\s*\\d{6}\\s*$', description: 'A current code from the authenticator app' }),
+  code: Type.String({ pattern: '^\\s*\\d{6}\\s*$', maxLength: 32, description: 'A current code from the authenticator app' }),
   password: Type.Optional(Type.String({ ...PASSWORD, description: 'The account password; not needed within REAUTH_WINDOW of a login' })),
 }, { additionalProperties: false })
 

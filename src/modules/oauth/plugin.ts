@@ -41,7 +41,7 @@ function clientOf(request: FastifyRequest, body: TokenRequest): OAuthClient {
     throw new OAuthError(400, 'invalid_request', 'Use one client authentication method, not two') // RFC 6749 §2.3
   }
   if (basic) return { clientId: basic.clientId, secret: basic.secret }
-  if (request.headers.authorization) throw invalidClient('Unsupported Authorization scheme')
+  // Any other Authorization (a Bearer token a generic client adds) authenticates no client here.
   return { clientId: body.client_id, secret: body.client_secret }
 }
 
