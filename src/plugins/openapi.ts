@@ -60,6 +60,20 @@ function declareResponseHeaders(op: Operation) {
   }
 }
 
+/** Every schema marked x-scope becomes an enum of the configured SCOPES (the marker is dropped). */
+function withScopeEnum(node: unknown, scopes: readonly string[]): void {
+  if (Array.isArray(node)) {
+    for (const item of node) withScopeEnum(item, scopes)
+  } else if (node && typeof node === 'object') {
+    const schema = node as Record<string, unknown>
+    if (schema['x-scope'] === true) {
+      delete schema['x-scope']
+      schema.enum = [...scopes]
+    }
+    for (const value of Object.values(schema)) withScopeEnum(value, scopes)
+  }
+}
+
 const pkg = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }
 
 // Fastify parses a body on these whatever the route declares, so 413/415 can always happen.
@@ -144,6 +158,7 @@ export default fp(async (app) => {
           declareResponseHeaders(op)
         }
       }
+      withScopeEnum(openapiObject, app.config.SCOPES)
       return openapiObject as never
     },
     // Components are named after their $id, not def-N.

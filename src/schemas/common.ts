@@ -40,3 +40,10 @@ export const ListQueryFields = {
   cursor: Type.Optional(Type.String({ maxLength: 200 })),
 }
 export const ListQuerySchema = Type.Object(ListQueryFields, { additionalProperties: false })
+
+/**
+ * A scope name. SCOPES is configuration, so the contract's enum is filled in from the running
+ * configuration when the document is built (plugins/openapi); validation leaves it to the services,
+ * which answer an unknown scope with a 422 naming it.
+ */
+export const ScopeSchema = Type.String({ minLength: 1, maxLength: 100, 'x-scope': true })

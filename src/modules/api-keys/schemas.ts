@@ -1,12 +1,12 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { PublicId, Timestamp } from '../../schemas/common.js'
+import { PublicId, ScopeSchema, Timestamp } from '../../schemas/common.js'
 
 export const ApiKeySchema = Type.Object({
   id: PublicId('key'),
   name: Type.String(),
   key_prefix: Type.String({ description: 'The first 16 characters, to recognise the key' }),
   environment: Type.Union([Type.Literal('live'), Type.Literal('test')]),
-  scopes: Type.Array(Type.String()),
+  scopes: Type.Array(ScopeSchema),
   organization_id: PublicId('org'),
   created_by: PublicId('usr'),
   created_at: Timestamp,
@@ -21,7 +21,7 @@ export const CreatedApiKeySchema = Type.Composite([ApiKeySchema, Type.Object({
 
 export const CreateApiKeyBodySchema = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
-  scopes: Type.Array(Type.String({ minLength: 1, maxLength: 100 }), { minItems: 1, maxItems: 50, uniqueItems: true }),
+  scopes: Type.Array(ScopeSchema, { minItems: 1, maxItems: 50, uniqueItems: true }),
   environment: Type.Optional(Type.Union([Type.Literal('live'), Type.Literal('test')], { default: 'live' })),
   expires_at: Type.Optional(Type.String({ format: 'date-time', maxLength: 40 })),
 }, { additionalProperties: false })

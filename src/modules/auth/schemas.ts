@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { Email, PublicId, RoleSchema, Timestamp } from '../../schemas/common.js'
+import { Email, PublicId, RoleSchema, ScopeSchema, Timestamp } from '../../schemas/common.js'
 import { PASSWORD_MAX_LENGTH } from '../../lib/password-policy.js'
 
 // Email is trimmed and lower-cased by the service; the schema only bounds it.
@@ -84,7 +84,7 @@ export const MeResponseSchema = Type.Object({
     id: PublicId('key'),
     name: Type.Union([Type.String(), Type.Null()]),
     organization_id: PublicId('org'),
-    scopes: Type.Array(Type.String()),
+    scopes: Type.Array(ScopeSchema),
     created_by: PublicId('usr', 'Who created the key (provenance; the key does not act as them)'),
     expires_at: Type.Union([Timestamp, Type.Null()]),
   }, { description: 'The calling API key (API keys only): an identity of its organization, not of its creator' })),
@@ -98,7 +98,7 @@ export const MeResponseSchema = Type.Object({
   }),
   auth: Type.Object({
     method: Type.Union([Type.Literal('session'), Type.Literal('api_key')]),
-    scopes: Type.Array(Type.String()),
+    scopes: Type.Array(ScopeSchema),
     session_id: Type.Optional(PublicId('ses')),
     key_id: Type.Optional(PublicId('key')),
   }),

@@ -1,5 +1,5 @@
 import { ID_PATTERN } from '../../lib/ids.js'
-import { RoleSchema } from '../../schemas/common.js'
+import { RoleSchema, ScopeSchema } from '../../schemas/common.js'
 import { Type } from '@sinclair/typebox'
 
 export const VerifyQuerySchema = Type.Object({
@@ -10,7 +10,7 @@ export const VerifyResponseSchema = Type.Object({
   user_id: Type.Union([Type.String(), Type.Null()], { description: 'null for an API key (an identity of its organization)' }),
   org_id: Type.String(),
   role: Type.Union([RoleSchema, Type.Null()]),
-  scopes: Type.Array(Type.String()),
+  scopes: Type.Array(ScopeSchema),
   method: Type.Union([Type.Literal('session'), Type.Literal('api_key')]),
   key_id: Type.Union([Type.String(), Type.Null()]),
 }, {

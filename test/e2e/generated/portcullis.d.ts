@@ -693,7 +693,7 @@ export interface components {
             /** @description The first 16 characters, to recognise the key */
             key_prefix: string;
             environment: "live" | "test";
-            scopes: string[];
+            scopes: ("agents:read" | "agents:write" | "workflows:read" | "workflows:execute" | "costs:read" | "api_keys:read" | "api_keys:write" | "members:read" | "members:write" | "audit:read" | "auth:introspect")[];
             organization_id: string;
             created_by: string;
             /**
@@ -712,7 +712,7 @@ export interface components {
             /** @description The first 16 characters, to recognise the key */
             key_prefix: string;
             environment: "live" | "test";
-            scopes: string[];
+            scopes: ("agents:read" | "agents:write" | "workflows:read" | "workflows:execute" | "costs:read" | "api_keys:read" | "api_keys:write" | "members:read" | "members:write" | "audit:read" | "auth:introspect")[];
             organization_id: string;
             created_by: string;
             /**
@@ -1371,7 +1371,7 @@ export interface operations {
                             id: string;
                             name: string | null;
                             organization_id: string;
-                            scopes: string[];
+                            scopes: ("agents:read" | "agents:write" | "workflows:read" | "workflows:execute" | "costs:read" | "api_keys:read" | "api_keys:write" | "members:read" | "members:write" | "audit:read" | "auth:introspect")[];
                             /** @description Who created the key (provenance; the key does not act as them) */
                             created_by: string;
                             expires_at: string | null;
@@ -1392,7 +1392,7 @@ export interface operations {
                         }[];
                         auth: {
                             method: "session" | "api_key";
-                            scopes: string[];
+                            scopes: ("agents:read" | "agents:write" | "workflows:read" | "workflows:execute" | "costs:read" | "api_keys:read" | "api_keys:write" | "members:read" | "members:write" | "audit:read" | "auth:introspect")[];
                             session_id?: string;
                             key_id?: string;
                         };
@@ -4582,7 +4582,7 @@ export interface operations {
             content: {
                 "application/json": {
                     name: string;
-                    scopes: string[];
+                    scopes: ("agents:read" | "agents:write" | "workflows:read" | "workflows:execute" | "costs:read" | "api_keys:read" | "api_keys:write" | "members:read" | "members:write" | "audit:read" | "auth:introspect")[];
                     /** @default live */
                     environment?: "live" | "test";
                     /** Format: date-time */
@@ -5213,7 +5213,7 @@ export interface operations {
                         user_id: string | null;
                         org_id: string;
                         role: ("owner" | "admin" | "member") | null;
-                        scopes: string[];
+                        scopes: ("agents:read" | "agents:write" | "workflows:read" | "workflows:execute" | "costs:read" | "api_keys:read" | "api_keys:write" | "members:read" | "members:write" | "audit:read" | "auth:introspect")[];
                         method: "session" | "api_key";
                         key_id: string | null;
                     };
