@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { ErrorSchema, errorResponses } from '../schemas/common.js'
 import { isOptionalBody } from '../schemas/validator.js'
 import { AppError } from '../errors.js'
+import { PASSWORD_MAX_LENGTH } from '../lib/password-policy.js'
 import { SHARED_SCHEMAS } from '../modules/auth/schemas.js'
 import { SESSION_SHARED_SCHEMAS } from '../modules/sessions/schemas.js'
 import { ORGANIZATION_SHARED_SCHEMAS } from '../modules/organizations/schemas.js'
@@ -60,17 +61,24 @@ function declareResponseHeaders(op: Operation) {
   }
 }
 
-/** Every schema marked x-scope becomes an enum of the configured SCOPES (the marker is dropped). */
-function withScopeEnum(node: unknown, scopes: readonly string[]): void {
+/**
+ * What configuration decides, filled into the document (the markers are dropped): a schema marked
+ * x-scope becomes an enum of SCOPES, one marked x-new-password takes the password policy's bounds.
+ */
+function withConfiguredBounds(node: unknown, scopes: readonly string[], passwordMinLength: number): void {
   if (Array.isArray(node)) {
-    for (const item of node) withScopeEnum(item, scopes)
+    for (const item of node) withConfiguredBounds(item, scopes, passwordMinLength)
   } else if (node && typeof node === 'object') {
     const schema = node as Record<string, unknown>
     if (schema['x-scope'] === true) {
       delete schema['x-scope']
       schema.enum = [...scopes]
     }
-    for (const value of Object.values(schema)) withScopeEnum(value, scopes)
+    if (schema['x-new-password'] === true) {
+      delete schema['x-new-password']
+      Object.assign(schema, { minLength: passwordMinLength, maxLength: PASSWORD_MAX_LENGTH })
+    }
+    for (const value of Object.values(schema)) withConfiguredBounds(value, scopes, passwordMinLength)
   }
 }
 
@@ -158,7 +166,7 @@ export default fp(async (app) => {
           declareResponseHeaders(op)
         }
       }
-      withScopeEnum(openapiObject, app.config.SCOPES)
+      withConfiguredBounds(openapiObject, app.config.SCOPES, app.config.PASSWORD_MIN_LENGTH)
       return openapiObject as never
     },
     // Components are named after their $id, not def-N.

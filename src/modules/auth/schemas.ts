@@ -7,6 +7,13 @@ const EmailInput = Type.String({ minLength: 3, maxLength: 320, description: 'Ema
 // maxLength counts UTF-16 units; twice the limit admits 256 astral code points,
 // and the policy then counts real code points before any hashing.
 const PasswordInput = Type.String({ minLength: 1, maxLength: 2 * PASSWORD_MAX_LENGTH, description: 'Password, 12–256 characters' })
+// A password being set: the contract states the policy's bounds (JSON Schema counts code points, as
+// the policy does; plugins/openapi fills them in from PASSWORD_MIN_LENGTH). The validator stays as
+// lenient as PasswordInput, and the policy answers a 422 saying why.
+const NewPasswordInput = Type.String({
+  minLength: 1, maxLength: 2 * PASSWORD_MAX_LENGTH, 'x-new-password': true,
+  description: 'At least PASSWORD_MIN_LENGTH and at most 256 characters; not a common password, nor the email, name or company name',
+})
 
 export const UserSchema = Type.Object({
   id: PublicId('usr'),
@@ -27,7 +34,7 @@ export const OrganizationWithRoleSchema = Type.Object({
 
 export const RegisterBodySchema = Type.Object({
   email: EmailInput,
-  password: PasswordInput,
+  password: NewPasswordInput,
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   company_name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
 }, { additionalProperties: false })
@@ -106,7 +113,7 @@ export const MeResponseSchema = Type.Object({
 
 export const ChangePasswordBodySchema = Type.Object({
   current_password: PasswordInput,
-  new_password: PasswordInput,
+  new_password: NewPasswordInput,
   code: Type.Optional(Type.String({ minLength: 6, maxLength: 32, description: 'With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW' })),
 }, { additionalProperties: false })
 

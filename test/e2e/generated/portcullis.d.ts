@@ -1038,7 +1038,7 @@ export interface operations {
                 "application/json": {
                     /** @description Email address (case-insensitive) */
                     email: string;
-                    /** @description Password, 12–256 characters */
+                    /** @description At least PASSWORD_MIN_LENGTH and at most 256 characters; not a common password, nor the email, name or company name */
                     password: string;
                     name?: string;
                     company_name?: string;
@@ -1488,7 +1488,7 @@ export interface operations {
                 "application/json": {
                     /** @description Password, 12–256 characters */
                     current_password: string;
-                    /** @description Password, 12–256 characters */
+                    /** @description At least PASSWORD_MIN_LENGTH and at most 256 characters; not a common password, nor the email, name or company name */
                     new_password: string;
                     /** @description With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW */
                     code?: string;
