@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import {
-  exitOf, freePort, json, killOrphansOnExit, orphans, portAnswers, sleep, startPortcullis, startUpstream,
+  exitOf, freePort, json, killOrphansOnExit, orphans, portAnswers, requestVia, sleep, startPortcullis, startUpstream,
 } from '../helpers/gateway.js'
 
 const TEMPLATE = join(import.meta.dirname, 'Caddyfile.template')
@@ -75,13 +75,7 @@ if (!caddy) {
     const relay = await countingRelay(t, portcullis.port)
     const gateway = await startCaddy(t, relay.port, upstream.port)
 
-    async function via(path: string, headers: Record<string, string> = {}, method = 'GET') {
-      const before = upstream.hits.length
-      const res = await fetch(`${gateway.base}${path}`, { method, headers })
-      const body = await res.text()
-      const reached = upstream.hits.slice(before)
-      return { res, status: res.status, body, reached, seen: reached[0]?.headers }
-    }
+    const via = requestVia(gateway.base, upstream)
     const api = (path: string, token: string | undefined, body?: unknown) => fetch(`${portcullis.base}/api/v1${path}`, {
       method: body ? 'POST' : 'GET',
       headers: { ...(body ? { 'content-type': 'application/json' } : {}), ...(token ? { authorization: `Bearer ${token}` } : {}) },
@@ -138,6 +132,20 @@ if (!caddy) {
       const revoked = await fetch(`${portcullis.base}/api/v1/api-keys/${key.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } })
       t.equal(revoked.status, 204)
       t.equal((await via('/agents/list', { 'x-api-key': key.key })).status, 401)
+    })
+
+    await t.test('HEAD through Caddy; a logged-out session is refused at once', async (t) => {
+      const head = await via('/agents/list', { 'x-api-key': readKey.key }, 'HEAD')
+      t.equal(head.status, 200)
+      t.equal(head.reached[0]?.method, 'HEAD', 'the upstream received HEAD')
+      t.equal((await via('/agents/list', {}, 'HEAD')).status, 401)
+      const login = await json(await api('/auth/login', undefined, { email: owner.user.email, password: STRONG_PASSWORD }), 200, 'login')
+      t.equal((await via('/agents/list', { authorization: `Bearer ${login.access_token}` })).status, 200)
+      const out = await fetch(`${portcullis.base}/api/v1/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${login.access_token}` } })
+      t.equal(out.status, 204)
+      const after = await via('/agents/list', { authorization: `Bearer ${login.access_token}` })
+      t.equal(after.status, 401, 'the logged-out token: 401 at the gateway')
+      t.equal(after.reached.length, 0)
     })
 
     await t.test('connections to Portcullis are reused', async (t) => {

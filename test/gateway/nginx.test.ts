@@ -10,7 +10,7 @@ import { delimiter, join } from 'node:path'
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from '../helpers/app.js'
 import { STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import {
-  exitOf, freePort, json, killOrphansOnExit, orphans, portAnswers, sleep, startPortcullis, startUpstream,
+  exitOf, freePort, json, killOrphansOnExit, orphans, portAnswers, requestVia, sleep, startPortcullis, startUpstream,
 } from '../helpers/gateway.js'
 const TEMPLATE = join(import.meta.dirname, 'nginx.conf.template')
 
@@ -70,14 +70,7 @@ if (!nginx) {
     const upstream = await startUpstream(t)
     const gateway = await startNginx(t, nginx, portcullis.port, upstream.port)
 
-    /** A request through nginx, and how many requests reached the upstream because of it. */
-    async function via(path: string, headers: Record<string, string> = {}, method = 'GET') {
-      const before = upstream.hits.length
-      const res = await fetch(`${gateway.base}${path}`, { method, headers })
-      const body = await res.text()
-      const reached = upstream.hits.slice(before)
-      return { res, status: res.status, body, reached, seen: reached[0]?.headers }
-    }
+      const via = requestVia(gateway.base, upstream)
 
     // Accounts and keys are made at Portcullis directly, as an operator or a dashboard would.
     const api = (path: string, init: { method?: string; token?: string; body?: unknown; headers?: Record<string, string> } = {}) =>

@@ -97,3 +97,13 @@ export async function json(res: Response, status: number, what: string) {
   return text ? JSON.parse(text) : undefined
 }
 
+
+/** A request through the gateway at `base`, and what reached the upstream because of it. */
+export const requestVia = (base: string, upstream: { hits: Hit[] }) =>
+  async (path: string, headers: Record<string, string> = {}, method = 'GET') => {
+    const before = upstream.hits.length
+    const res = await fetch(`${base}${path}`, { method, headers })
+    const body = await res.text()
+    const reached = upstream.hits.slice(before)
+    return { res, status: res.status, body, reached, seen: reached[0]?.headers }
+  }
