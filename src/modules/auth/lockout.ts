@@ -50,54 +50,6 @@ export class Lockout {
     this.throwIfLocked(row?.lockedUntil ?? null)
   }
 
-  /**
-   * Counts a password check before it runs, so that guesses sent in parallel cannot outrun the lock:
-   * once LOCKOUT_MAX_ATTEMPTS checks are counted in the window, the next is refused without being
-   * run (423 when locked; 429 with Retry-After: 1 while the last ones are still being checked).
-   * Returns the attempt's number; settle it with attemptFailed or attemptSucceeded.
-   */
-  async reserveAttempt(email: string): Promise<number> {
-    const { config } = this.deps
-    const now = new Date(this.deps.clock.now())
-    const windowStart = new Date(now.getTime() - config.LOCKOUT_WINDOW * 1000)
-    const f = loginFailures
-    return this.deps.db.transaction(async (tx) => {
-      await tx.insert(f).values({ email, failures: 0, windowStartedAt: now, lockedUntil: null }).onConflictDoNothing()
-      const [row] = await tx.select().from(f).where(eq(f.email, email)).for('update')
-      this.throwIfLocked(row!.lockedUntil)
-      const restart = row!.windowStartedAt <= windowStart || (row!.lockedUntil !== null && row!.lockedUntil <= now)
-      const counted = restart ? 0 : row!.failures
-      // The last attempts are still being checked: the lock they may cause is not written yet. Bounding
-      // the guesses means refusing more checks at once than the limit allows; a second later, retry.
-      if (counted >= config.LOCKOUT_MAX_ATTEMPTS) {
-        throw new AppError('RATE_LIMITED', 'Too many password checks for this account at once; retry shortly', undefined, { 'retry-after': '1' })
-      }
-      await tx.update(f).set({
-        failures: counted + 1, windowStartedAt: restart ? now : row!.windowStartedAt, lockedUntil: restart ? null : row!.lockedUntil,
-      }).where(eq(f.email, email))
-      return counted + 1
-    })
-  }
-
-  /** The reserved check failed (it stays counted); the one that reaches the limit locks the email (423). */
-  async attemptFailed(email: string, attempt: number): Promise<void> {
-    if (attempt < this.deps.config.LOCKOUT_MAX_ATTEMPTS) return
-    const lockedUntil = new Date(this.deps.clock.now() + this.deps.config.LOCKOUT_DURATION * 1000)
-    await this.deps.db.update(loginFailures).set({ lockedUntil }).where(eq(loginFailures.email, email))
-    this.deps.metrics.lockout()
-    this.throwIfLocked(lockedUntil)
-  }
-
-  /**
-   * The reserved check succeeded: 'reset' wins the count back (a login won); 'release' only takes
-   * this attempt back (a 2FA account's password alone, or a check that could not run).
-   */
-  async attemptSucceeded(email: string, outcome: 'reset' | 'release'): Promise<void> {
-    if (outcome === 'reset') return this.clear(email)
-    await this.deps.db.update(loginFailures).set({ failures: sql`greatest(${loginFailures.failures} - 1, 0)` })
-      .where(eq(loginFailures.email, email))
-  }
-
   /** After a password success: clears the count, unless a lock landed meanwhile (then 423). */
   async reset(email: string): Promise<void> {
     await this.assertNotLocked(email)

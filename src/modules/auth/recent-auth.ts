@@ -64,34 +64,27 @@ export class RecentAuthentication {
     const checkCode = user.mfaEnabled && proof.code !== undefined
     if (!checkPassword && !checkCode) return user
 
-    // Counted before it runs, so parallel guesses cannot outrun the lock (as at login).
-    const attempt = await lockout.reserveAttempt(user.email)
-    let passwordOk: boolean
-    let verdict: 'accepted' | 'replayed' | 'wrong'
-    try {
-      passwordOk = !checkPassword || await hasher.verify(user.passwordHash, proof.password!)
-      // A code is claimed only behind a right password: a wrong password must not burn it.
-      verdict = passwordOk && checkCode ? await this.deps.secondFactor.acceptCode(user, proof.code!) : 'accepted'
-    } catch (err) {
-      await lockout.attemptSucceeded(user.email, 'release') // no check ran: no guess
-      throw err
-    }
+    await lockout.assertNotLocked(user.email)
+    const passwordOk = !checkPassword || await hasher.verify(user.passwordHash, proof.password!)
+    // A code is claimed only behind a right password: a wrong password must not burn it.
+    const verdict = passwordOk && checkCode ? await this.deps.secondFactor.acceptCode(user, proof.code!) : 'accepted'
     if (!passwordOk || verdict !== 'accepted') {
       // As at login: a replayed code is refused but is no guess. Failures and the lock they cause are audited.
-      if (verdict === 'replayed') {
-        await lockout.attemptSucceeded(user.email, 'release')
-        throw failed()
+      if (verdict !== 'replayed') {
+        const event = { actorUserId: user.id, ip, metadata: { session_id: auth.sessionId } }
+        this.deps.audit.recordForAccount(user.id, { action: 'reauth.failed', ...event })
+        await lockout.recordFailure(user.email).catch((err: unknown) => {
+          if (err instanceof AppError && err.code === 'ACCOUNT_LOCKED') this.deps.audit.recordForAccount(user.id, { action: 'account.locked', ...event })
+          throw err
+        })
       }
-      const event = { actorUserId: user.id, ip, metadata: { session_id: auth.sessionId } }
-      this.deps.audit.recordForAccount(user.id, { action: 'reauth.failed', ...event })
-      await lockout.attemptFailed(user.email, attempt).catch((err: unknown) => {
-        if (err instanceof AppError && err.code === 'ACCOUNT_LOCKED') this.deps.audit.recordForAccount(user.id, { action: 'account.locked', ...event })
-        throw err
-      })
       throw failed()
     }
     // As at login: for a 2FA account only a claimed code wins the count back, never the password alone.
-    await lockout.attemptSucceeded(user.email, !user.mfaEnabled || checkCode ? 'reset' : 'release')
+    // Either way the lock is read again after the (slow) check: guesses sent in parallel with the
+    // right one must not get it through once a lock has landed.
+    if (!user.mfaEnabled || checkCode) await lockout.reset(user.email)
+    else await lockout.assertNotLocked(user.email)
     return user
   }
 }

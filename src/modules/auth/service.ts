@@ -93,21 +93,13 @@ export class AuthService {
   async login(input: LoginInput, meta: ClientMeta) {
     const { db, clock, hasher, lockout } = this.deps
     const email = normalizeEmail(input.email)
-    // Locked or not, known or not: the same checks and the same argon2 work, so nothing leaks. The
-    // attempt is counted before the check runs, so parallel guesses cannot outrun the lock.
-    const attempt = await lockout.reserveAttempt(email)
-    let user: repo.UserRow | undefined
-    let ok: boolean
-    try {
-      user = await repo.findUserByEmail(db, email)
-      ok = user ? await hasher.verify(user.passwordHash, input.password) : await hasher.verifyAgainstNothing(input.password)
-    } catch (err) {
-      await lockout.attemptSucceeded(email, 'release') // no check ran (a full argon2 queue, a database error): no guess
-      throw err
-    }
+    // Locked or not, known or not: the same checks and the same argon2 work, so nothing leaks.
+    await lockout.assertNotLocked(email)
+    const user = await repo.findUserByEmail(db, email)
+    const ok = user ? await hasher.verify(user.passwordHash, input.password) : await hasher.verifyAgainstNothing(input.password)
     if (!user || !ok || user.disabledAt) {
       if (user) this.recordInOrganizations(user.id, 'login.failed', meta)
-      await lockout.attemptFailed(email, attempt).catch((err: unknown) => {
+      await lockout.recordFailure(email).catch((err: unknown) => {
         if (user && err instanceof AppError && err.code === 'ACCOUNT_LOCKED') this.recordInOrganizations(user.id, 'account.locked', meta)
         throw err
       })
@@ -116,12 +108,13 @@ export class AuthService {
     if (hasher.needsRehash(user.passwordHash)) {
       await repo.updatePasswordHash(db, user.id, await hasher.hash(input.password), new Date(clock.now()))
     }
-    // With 2FA the password alone wins nothing back: the lockout keeps counting wrong codes.
+    // With 2FA the password alone resets nothing: the lockout keeps counting wrong codes. The lock is
+    // read again after the (slow) password check, so a guess racing a lock gets no challenge.
     if (user.mfaEnabled) {
-      await lockout.attemptSucceeded(email, 'release')
+      await lockout.assertNotLocked(email)
       return this.deps.mfa.startChallenge(user.id, input.orgId, meta)
     }
-    await lockout.attemptSucceeded(email, 'reset')
+    await lockout.reset(email)
     return this.completeLogin(user, input.orgId, meta)
   }
 
