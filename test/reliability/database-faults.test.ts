@@ -81,10 +81,11 @@ async function setUp(t: Test, pg: OwnPostgres): Promise<Fixture> {
   f.ownerEmail = f.nextEmail()
   const reg = await f.register(f.ownerEmail)
   if (reg.status !== 201) throw new Error(`owner registration: ${reg.status} ${JSON.stringify(reg.body)}`)
-  f.session = { authorization: `Bearer ${reg.body.access_token}` }
+  // Accept: JSON, so that forward-auth answers with its body (the tests read `method` there).
+  f.session = { authorization: `Bearer ${reg.body.access_token}`, accept: 'application/json' }
   const created = await timed(f.api('/api-keys'), json({ name: 'load', scopes: ['api_keys:read'] }, f.session))
   if (created.status !== 201) throw new Error(`API key: ${created.status} ${JSON.stringify(created.body)}`)
-  f.apiKey = { 'x-api-key': created.body.key as string }
+  f.apiKey = { 'x-api-key': created.body.key as string, accept: 'application/json' }
   for (const headers of [f.apiKey, f.session]) {
     const res = await timed(f.api('/auth/verify'), { headers })
     if (res.status !== 200) throw new Error(`verify before the fault: ${res.status} ${JSON.stringify(res.body)}`)
