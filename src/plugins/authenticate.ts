@@ -152,10 +152,11 @@ export default fp(async (app) => {
       request.auth = await authenticateRequest(request, routeAuth)
       app.metrics.authOutcome(request.auth.method, 'success')
     } catch (err) {
-      app.metrics.authOutcome(credentialKind(request), 'failure')
+      const kind = credentialKind(request) // parsed once: this is the path a flood of bad credentials takes
+      app.metrics.authOutcome(kind, 'failure')
       // A presented credential that failed counts against its client (429 past RATE_LIMIT_AUTH_FAILURES);
       // a request with none is not a guess.
-      if (err instanceof AppError && err.statusCode === 401 && credentialKind(request) !== 'none') await app.recordAuthFailure(request)
+      if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') await app.recordAuthFailure(request)
       throw err
     }
   }
