@@ -11,6 +11,7 @@ import { validatorCompiler } from './schemas/validator.js'
 import { newId } from './lib/ids.js'
 import { maskCredentialsInUrl } from './lib/log-redaction.js'
 import { PasswordHasher } from './lib/password-hasher.js'
+import { lazyRequestLogger } from './lib/request-logger.js'
 import authenticate from './plugins/authenticate.js'
 import database from './plugins/db.js'
 import errors, { clientErrorBody, frameworkErrorHandler } from './plugins/errors.js'
@@ -125,6 +126,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
     },
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>()
+  // A request's child logger is made when it first logs (see lib/request-logger).
+  app.setChildLoggerFactory(lazyRequestLogger)
 
   if (config.TRUST_PROXY === true) {
     app.log.warn('TRUST_PROXY=true believes X-Forwarded-For from any client, so a client can choose its rate-limit key and logged IP;'
@@ -152,19 +155,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
       app.log.info('stopped accepting connections')
     }
   })
-  // Callback-style hooks: they run on every request, and an async hook costs a promise each.
-  app.addHook('onRequest', (_request, _reply, done) => {
+  // The one hook every request runs (callback-style: an async hook costs a promise). Headers set
+  // here stay on error answers too; the rest of the per-request work hangs on the routes that need it.
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.header('x-request-id', request.id)
     done(closing ? new AppError('SERVICE_UNAVAILABLE', 'Shutting down', undefined, { 'retry-after': '5' }) : undefined)
   })
-  app.addHook('onSend', (request, reply, payload, done) => {
-    reply.header('x-request-id', request.id)
+  // Answers sent while draining (to requests that arrived before) close their connection too.
+  app.addHook('onSend', (_request, reply, payload, done) => {
     if (closing) reply.header('connection', 'close')
     done(null, payload)
   })
 
   await app.register(errors)
-  await app.register(metrics)
   await app.register(httpSecurity)
+  await app.register(metrics)
   await app.register(openapi)
   await app.register(rateLimit)
   await app.register(database, { database: options.database })

@@ -2,7 +2,7 @@
 // `config: { auth: { ... } }`: a session access token or an API key, then the
 // organization context (tenancy plugin), then the route's roles and scopes.
 import fp from 'fastify-plugin'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Role } from '../config.js'
 import { AppError, insufficientScope, missingCredential, unauthorized } from '../errors.js'
 import { credentialOf } from '../lib/credentials.js'
@@ -147,7 +147,11 @@ export default fp(async (app) => {
   }
   app.decorate('authenticateRequest', authenticateRequest)
 
-  async function authenticateOrCount(request: FastifyRequest, routeAuth: RouteAuthConfig) {
+  /** Whose budget a request spends: its session's or its API key's (a client-credentials token's is its key's). */
+  const budgetKey = (auth: AuthContext) => auth.method === 'session' ? `ses:${auth.sessionId}` : `key:${auth.keyId}`
+
+  async function authenticateOrCount(request: FastifyRequest, reply: FastifyReply, routeAuth: RouteAuthConfig, budgeted: boolean) {
+    const first = request.auth === null
     try {
       request.auth = await authenticateRequest(request, routeAuth)
       app.metrics.authOutcome(request.auth.method, 'success')
@@ -159,6 +163,7 @@ export default fp(async (app) => {
       if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') await app.recordAuthFailure(request)
       throw err
     }
+    if (first && budgeted) app.spendBudget(reply, budgetKey(request.auth))
   }
 
   // Route-level config, not conditionals: a route opts in, and its contract
@@ -171,13 +176,15 @@ export default fp(async (app) => {
   app.addHook('onRoute', (route) => {
     const routeAuth = route.config?.auth
     if (!routeAuth) return
-    route.preParsing = [async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
+    // A route with a rate limit of its own does not also spend from the caller's budget.
+    const budgeted = !route.config?.rateLimit
+    route.preParsing = [async (request: FastifyRequest, reply: FastifyReply, payload: unknown) => {
       // An OAuth client may authenticate in the body (client_secret_post): then only once it is read.
-      if (!routeAuth.clientAuth || credentialOfRequest(request)) await authenticateOrCount(request, routeAuth)
+      if (!routeAuth.clientAuth || credentialOfRequest(request)) await authenticateOrCount(request, reply, routeAuth, budgeted)
       return payload
     }, ...(route.preParsing ? [route.preParsing].flat() : [])] as typeof route.preParsing
-    route.preHandler = [async (request: FastifyRequest) => {
-      if (request.auth === null || hadBody(request)) await authenticateOrCount(request, routeAuth)
+    route.preHandler = [async (request: FastifyRequest, reply: FastifyReply) => {
+      if (request.auth === null || hadBody(request)) await authenticateOrCount(request, reply, routeAuth, budgeted)
     }, ...(route.preHandler ? [route.preHandler].flat() : [])] as typeof route.preHandler
     if (route.schema) {
       const methods = routeAuth.methods ?? ['session']

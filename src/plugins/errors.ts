@@ -3,6 +3,7 @@ import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError, CODE_BY_STATUS, ERROR_CODES, type ErrorCode, type ErrorDetail } from '../errors.js'
 import { pgErrorOf } from '../db/errors.js'
+import { SECURITY_HEADERS } from './http-security.js'
 
 export interface ErrorBody {
   error: { code: ErrorCode; message: string; details?: ErrorDetail[]; request_id: string }
@@ -122,6 +123,10 @@ export default fp(async (app) => {
     return sendError(reply, status, toErrorBody(request, code, message, details), headers)
   })
 
-  app.setNotFoundHandler((request, reply) =>
-    sendError(reply, 404, toErrorBody(request, 'NOT_FOUND', 'Route not found')))
+  // No route, so no route hooks: the headers and the metric every route's hooks give.
+  app.setNotFoundHandler((request, reply) => {
+    reply.headers(SECURITY_HEADERS)
+    request.server.metrics.observeUnrouted(request.method, 404, reply.elapsedTime / 1000)
+    return sendError(reply, 404, toErrorBody(request, 'NOT_FOUND', 'Route not found'))
+  })
 }, { name: 'errors' })

@@ -4,10 +4,11 @@
 // The headers are helmet's defaults (no CSP: a JSON API has no HTML to protect,
 // and /docs sets its own). For one configuration they never change, so helmet
 // runs once at start-up and each response gets the resulting set in one sync
-// hook; @fastify/helmet ran helmet's eleven middlewares in two hooks per request.
+// hook per route; @fastify/helmet ran helmet's eleven middlewares in two hooks per request.
 // A route opts out with `config: { securityHeaders: false }` (forward-auth: a
 // gateway consumes that answer, no browser renders it).
 import fp from 'fastify-plugin'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import cors from '@fastify/cors'
 import helmet, { type HelmetOptions } from 'helmet'
 import type { IncomingMessage, ServerResponse } from 'node:http'
@@ -32,11 +33,17 @@ function securityHeadersOf(options: HelmetOptions): Record<string, string> {
   return headers
 }
 
+/** The security headers of every response but forward-auth's (Fastify's 404 handler sets them itself). */
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze(securityHeadersOf(HELMET_OPTIONS))
+
 export default fp(async (app) => {
-  const headers = securityHeadersOf(HELMET_OPTIONS)
-  app.addHook('onRequest', (request, reply, done) => {
-    if (request.routeOptions.config.securityHeaders !== false) reply.headers(headers)
-    done()
+  // A hook on each route that wants them, not a global one asking every request for its route.
+  app.addHook('onRoute', (route) => {
+    if (route.config?.securityHeaders === false) return
+    route.onRequest = [(_request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+      reply.headers(SECURITY_HEADERS)
+      done()
+    }, ...(route.onRequest ? [route.onRequest].flat() : [])] as typeof route.onRequest
   })
 
   const origins = app.config.CORS_ORIGINS.split(',').map((o) => o.trim()).filter(Boolean)

@@ -1,18 +1,22 @@
-// Rate limits (@fastify/rate-limit): a per-credential limit on every route,
-// per-client limits that routes declare in `config.rateLimit` (login,
-// register, refresh, verify-2fa), and a per-client limit on failed
-// credentials (RATE_LIMIT_AUTH_FAILURES) that a valid credential never meets.
-// A client is an IPv4 address or an IPv6 /64. Counters live in Redis when
-// REDIS_URL is set, else in memory. A Redis outage fails open: requests are
-// served and the failure is logged, never a 500.
+// Rate limits. Per-client limits that routes declare in `config.rateLimit`
+// (login, register, refresh, verify-2fa) and a per-client limit on failed
+// credentials (RATE_LIMIT_AUTH_FAILURES, which a valid credential never meets)
+// are @fastify/rate-limit's, in Redis when REDIS_URL is set, else in memory.
+// A client is an IPv4 address or an IPv6 /64. A Redis outage fails open:
+// requests are served and the failure is logged, never a 500.
+//
+// Every other request spends from a budget (RATE_LIMIT_GLOBAL a minute): the
+// verified caller's (its session or API key) once authenticated, the
+// client's on public routes. The budget is counted in process and shared
+// through Redis in batches (lib/request-budget): it is on every request's
+// path, and a Redis round trip there would cost more than the request.
 import fp from 'fastify-plugin'
 import rateLimit from '@fastify/rate-limit'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
-import { hash } from 'node:crypto'
 import { AppError } from '../errors.js'
 import { clientAddressKey } from '../lib/client-address.js'
-import { credentialOf } from '../lib/credentials.js'
+import { RequestBudget } from '../lib/request-budget.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -24,6 +28,11 @@ declare module 'fastify' {
      * credentials from the same address (everyone's, behind a gateway) are never refused by it.
      */
     recordAuthFailure(request: FastifyRequest): Promise<void>
+    /**
+     * Spends one request of the caller's RATE_LIMIT_GLOBAL budget (`key`: its session or API key)
+     * and sets the RateLimit-* headers; throws 429 past it. Authentication calls it once per request.
+     */
+    spendBudget(reply: FastifyReply, key: string): void
     /** Counts a request against a named per-client limit decided inside a handler (429 past it). */
     consumeClientLimit(request: FastifyRequest, name: string, perMinute: number): Promise<void>
   }
@@ -33,16 +42,6 @@ const MINUTE = 60_000
 
 /** The client (X-Forwarded-For only through TRUST_PROXY, via Fastify's request.ip): an IPv4 address or an IPv6 /64. */
 const byIp = (request: FastifyRequest) => `ip:${clientAddressKey(request.ip)}`
-
-/**
- * The credential when there is one, as the credential parser reads it (so padding a header does
- * not make a new bucket; hashed: raw tokens never become store keys), else the client.
- */
-const byCredential = (prefix: string) => (request: FastifyRequest): string => {
-  const credential = credentialOf(prefix, { authorization: request.headers.authorization, apiKeyHeader: request.headers['x-api-key'] })
-  if (!credential?.value) return byIp(request)
-  return `cred:${hash('sha256', credential.value, 'base64url').slice(0, 22)}`
-}
 
 export default fp(async (app) => {
   const { config } = app
@@ -61,15 +60,38 @@ export default fp(async (app) => {
   }
 
   await app.register(rateLimit, {
-    global: config.RATE_LIMIT_GLOBAL > 0,
-    max: config.RATE_LIMIT_GLOBAL || 1,
+    global: false, // only routes that declare `config.rateLimit`; the rest spend from the budget below
     timeWindow: MINUTE,
-    keyGenerator: byCredential(config.API_KEY_PREFIX),
     ...(redis ? { redis, nameSpace: 'portcullis-rl:' } : {}),
     skipOnError: true,
     enableDraftSpec: true, // RateLimit-Limit / -Remaining / -Reset, plus Retry-After on 429
     errorResponseBuilder: (_request, context) =>
       new AppError('RATE_LIMITED', `Too many requests; retry in ${Math.ceil(context.ttl / 1000)} s`),
+  })
+
+  const budget = new RequestBudget({
+    max: config.RATE_LIMIT_GLOBAL, windowMs: MINUTE, clock: app.clock, redis, keyPrefix: 'portcullis-budget:',
+    onStoreError: () => app.metrics.rateLimitStoreError(),
+  })
+  app.addHook('onClose', async () => budget.close())
+  const limit = String(config.RATE_LIMIT_GLOBAL)
+  const spendBudget = (reply: FastifyReply, key: string) => {
+    const spent = budget.spend(key)
+    const reset = String(spent.resetSeconds)
+    reply.headers({ 'ratelimit-limit': limit, 'ratelimit-remaining': String(spent.remaining), 'ratelimit-reset': reset })
+    if (!spent.allowed) {
+      throw new AppError('RATE_LIMITED', `Too many requests; retry in ${reset} s`, undefined, { 'retry-after': reset })
+    }
+  }
+  const budgetOn = config.RATE_LIMIT_GLOBAL > 0
+  app.decorate('spendBudget', budgetOn ? spendBudget : () => {})
+  // Public routes without a limit of their own spend from the client's budget, before anything else.
+  app.addHook('onRoute', (route) => {
+    if (!budgetOn || route.config?.auth || route.config?.rateLimit) return
+    route.onRequest = [(request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+      try { spendBudget(reply, byIp(request)) } catch (err) { return done(err as Error) }
+      done()
+    }, ...(route.onRequest ? [route.onRequest].flat() : [])] as typeof route.onRequest
   })
 
   app.decorate('ipRateLimit', (perMinute: number) => ({ max: perMinute, timeWindow: MINUTE, keyGenerator: byIp }))

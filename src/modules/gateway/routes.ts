@@ -3,7 +3,7 @@
 // RFC 7009 revocation and the OpenID-style discovery document.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type, type Static } from '@sinclair/typebox'
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest, LogLevel } from 'fastify'
 import { insufficientScope } from '../../errors.js'
 import { withFormBodies } from '../../plugins/form-body.js'
 import { AuthorizationServerMetadataSchema, IntrospectionSchema, TokenBodySchema, VerifyQuerySchema, VerifyResponseSchema } from './schemas.js'
@@ -59,8 +59,12 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }
   // Browser security headers are skipped here: a gateway consumes this answer, no browser renders it.
   const hotPath = { auth: { methods: EITHER }, securityHeaders: false as const }
+  // Every request behind a gateway comes here: at the default level its request lines stay out of
+  // the log (errors are still logged); at debug or trace they are written like any route's.
+  const logLevel = (config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL) as LogLevel
   app.get('/api/v1/auth/verify', {
     config: hotPath,
+    logLevel,
     schema: {
       tags: TAGS, operationId: 'verify', summary: 'Forward-auth: 200 with X-Auth-* headers, 401 or 403 otherwise (also HEAD)',
       description: 'Accepts a session access token or an API key (and X-Org-ID). `?scope=a,b` demands scopes (403 INSUFFICIENT_SCOPE). '
@@ -76,6 +80,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     url: '/api/v1/auth/verify',
     config: hotPath,
+    logLevel,
     schema: { hide: true, querystring: VerifyQuerySchema },
     handler: verify,
   })
@@ -83,6 +88,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
     url: '/api/v1/auth/verify/*',
     config: hotPath,
+    logLevel,
     schema: { hide: true, querystring: VerifyQuerySchema },
     handler: verify,
   })

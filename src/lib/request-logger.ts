@@ -1,0 +1,54 @@
+// A request's logger that becomes a real pino child only when something is
+// logged at a level that is on. Fastify makes a child logger (bound to the
+// request id) for every request; on routes whose request lines are off (the
+// forward-auth hot path runs at `warn`) most requests never log, and the
+// child, with its serialized bindings, was work thrown away. Errors still
+// reach the log with the request id, through the child made at that moment.
+import type { FastifyBaseLogger } from 'fastify'
+
+type Level = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+
+class LazyRequestLogger {
+  level: string
+  private real: FastifyBaseLogger | undefined
+  private readonly threshold: number
+
+  constructor(
+    private readonly parent: FastifyBaseLogger & { levels: { values: Record<string, number> } },
+    private readonly bindings: Record<string, unknown>,
+    private readonly options: { level?: string },
+  ) {
+    this.level = options.level ?? parent.level
+    this.threshold = parent.levels.values[this.level] ?? Infinity
+  }
+
+  isLevelEnabled(level: string): boolean {
+    return (this.parent.levels.values[level] ?? -Infinity) >= this.threshold
+  }
+
+  private logger(): FastifyBaseLogger {
+    return (this.real ??= this.parent.child(this.bindings, this.options))
+  }
+
+  private log(level: Level, args: unknown[]) {
+    if (this.isLevelEnabled(level)) (this.logger()[level] as (...a: unknown[]) => void)(...args)
+  }
+
+  // Prototype methods: a logger is made for every request, so no closures per instance.
+  fatal(...args: unknown[]) { this.log('fatal', args) }
+  error(...args: unknown[]) { this.log('error', args) }
+  warn(...args: unknown[]) { this.log('warn', args) }
+  info(...args: unknown[]) { this.log('info', args) }
+  debug(...args: unknown[]) { this.log('debug', args) }
+  trace(...args: unknown[]) { this.log('trace', args) }
+  silent() {}
+
+  child(bindings: Record<string, unknown>, options?: object): FastifyBaseLogger {
+    return this.logger().child(bindings, options)
+  }
+}
+
+/** Fastify's `childLoggerFactory`. */
+export function lazyRequestLogger(logger: FastifyBaseLogger, bindings: Record<string, unknown>, options: { level?: string }): FastifyBaseLogger {
+  return new LazyRequestLogger(logger as never, bindings, options) as unknown as FastifyBaseLogger
+}
