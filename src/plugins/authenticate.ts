@@ -5,7 +5,8 @@ import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Role } from '../config.js'
 import { AppError, insufficientScope, missingCredential, unauthorized } from '../errors.js'
-import { credentialOf } from '../lib/credentials.js'
+import { credentialOf, type Credential } from '../lib/credentials.js'
+import { VerifiedCredentials } from '../lib/verified-credentials.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
 import { ApiKeyVerifier, type VerifiedApiKey } from '../modules/api-keys/verifier.js'
 import type { AccessTokenClaims } from './tokens.js'
@@ -39,6 +40,8 @@ declare module 'fastify' {
     apiKeys: ApiKeyVerifier
     /** Identifies the caller and resolves its organization context (for routes that authenticate by hand). */
     authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
+    /** Authenticates from a remembered verification, synchronously, or returns false (see the plugin). */
+    authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig): boolean
     /** A verified, live access token and who it speaks for (401 otherwise). */
     accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }>
   }
@@ -65,11 +68,16 @@ export default fp(async (app) => {
   const apiKeys = new ApiKeyVerifier({
     db: app.db, clock: app.clock, prefix: config.API_KEY_PREFIX, maxEntries: config.API_KEY_CACHE_MAX, log: app.log, metrics: app.metrics,
   })
+  const verifiedCredentials = new VerifiedCredentials(config.API_KEY_CACHE_MAX)
   app.events.subscribe((event) => {
     if (event.type === 'api_keys.changed') apiKeys.evict(event.ids)
+    if (event.type === 'api_keys.changed' || event.type === 'memberships.changed' || event.type === 'keys.rotated') verifiedCredentials.clear()
   })
   await apiKeys.resync()
-  app.events.onResync(() => apiKeys.resync())
+  app.events.onResync(() => {
+    verifiedCredentials.clear() // whatever a missed notification would have changed
+    return apiKeys.resync()
+  })
   app.decorate('apiKeys', apiKeys)
   app.decorateRequest('auth', null)
 
@@ -113,35 +121,81 @@ export default fp(async (app) => {
   }
   app.decorate('accessTokenIdentity', accessTokenIdentity)
 
-  async function identify(request: FastifyRequest, fromBody: boolean): Promise<Identity> {
-    const credential = credentialOfRequest(request, fromBody)
-    if (!credential) throw missingCredential()
+  /** Who the credential is, and until when (system clock, ms) it is valid on its own: an access token's expiry. */
+  async function identify(request: FastifyRequest, credential: Credential): Promise<{ identity: Identity; tokenExpiresAt: number }> {
     if (credential.kind === 'api_key') {
       const key = await apiKeys.verify(credential.value)
-      // As an OAuth client (Basic or form), the client_id must be the key's own id.
-      if (!key || (credential.clientId !== undefined && credential.clientId !== key.id)) throw unauthorized(INVALID_KEY)
-      return keyIdentity(key)
+      if (!key) throw unauthorized(INVALID_KEY)
+      return { identity: keyIdentity(key), tokenExpiresAt: Infinity }
     }
     if (looksLikeRefreshToken(credential.value)) throw unauthorized('A refresh token is not an access token')
-    return (await accessTokenIdentity(request, credential.value)).identity
+    const { claims, identity } = await accessTokenIdentity(request, credential.value)
+    return { identity, tokenExpiresAt: app.tokens.usableUntil(claims) }
+  }
+
+  /** A remembered verification of this credential in this organization that still holds, or undefined. */
+  function stillVerified(cacheKey: string): AuthContext | undefined {
+    const hit = verifiedCredentials.get(cacheKey)
+    if (!hit) return undefined
+    const { auth } = hit
+    if (hit.ring !== app.keyRing.generation || hit.tokenExpiresAt <= Date.now()
+      || (hit.keyExpiresAt !== null && hit.keyExpiresAt <= app.clock.now())
+      || (auth.method === 'session' && app.revocation.isSessionRevoked(auth.sessionId))) {
+      verifiedCredentials.forget(cacheKey)
+      return undefined
+    }
+    if (auth.method === 'api_key') {
+      apiKeys.noteUse(auth.keyId)
+      app.metrics.apiKeyCache('hit')
+    }
+    return auth
+  }
+
+  /** The caller in the organization it asks for: remembered, or verified now (and then remembered). */
+  async function resolveCaller(request: FastifyRequest, credential: Credential, route: RouteAuthConfig): Promise<AuthContext> {
+    const cacheKey = VerifiedCredentials.keyOf(credential.value, app.tenancy.requestedOrg(request))
+    const remembered = stillVerified(cacheKey)
+    if (remembered) {
+      checkMethod(route, remembered.method)
+      return remembered
+    }
+    const version = verifiedCredentials.version
+    const ring = app.keyRing.generation
+    const { identity, tokenExpiresAt } = await identify(request, credential)
+    checkMethod(route, identity.method)
+    const auth = await app.tenancy.resolveOrgContext(request, identity)
+    verifiedCredentials.remember(cacheKey, {
+      auth: Object.freeze(auth), ring, tokenExpiresAt, keyExpiresAt: identity.method === 'api_key' ? identity.expiresAt : null,
+    }, version)
+    return auth
+  }
+
+  function checkMethod(route: RouteAuthConfig, method: AuthMethod) {
+    if (!(route.methods ?? ['session']).includes(method)) {
+      throw new AppError('FORBIDDEN', method === 'api_key' ? 'This operation needs a user session' : 'This operation needs an API key')
+    }
   }
 
   async function authenticateRequest(request: FastifyRequest, route: RouteAuthConfig): Promise<AuthContext> {
-    const identity = await identify(request, route.clientAuth === true)
-    if (!(route.methods ?? ['session']).includes(identity.method)) {
-      throw new AppError('FORBIDDEN', identity.method === 'api_key' ? 'This operation needs a user session' : 'This operation needs an API key')
+    const credential = credentialOfRequest(request, route.clientAuth === true)
+    if (!credential) throw missingCredential()
+    let auth: AuthContext
+    if (route.org === false) {
+      // Acting on the caller itself: no organization, so no membership is required.
+      const { identity } = await identify(request, credential)
+      checkMethod(route, identity.method)
+      auth = identity.method === 'session' ? { ...identity, scopes: [] } : apiKeyAuth(identity)
+    } else {
+      auth = await resolveCaller(request, credential, route)
     }
-    const auth: AuthContext = route.org === false
-      ? identity.method === 'session'
-        ? { ...identity, scopes: [] }
-        : apiKeyAuth(identity)
-      : await app.tenancy.resolveOrgContext(request, identity)
-    if (route.roles && auth.method === 'session' && !route.roles.includes(auth.role!)) {
+    // As an OAuth client (Basic or form), the client_id must be the key's own id.
+    if (credential.kind === 'api_key' && credential.clientId !== undefined && credential.clientId !== auth.keyId) throw unauthorized(INVALID_KEY)
+    if (route.roles && auth.method === 'session' && !route.roles.includes(auth.role)) {
       throw new AppError('FORBIDDEN', `Requires the ${route.roles.join(' or ')} role`)
     }
-    const missing = (route.scopes ?? []).filter((s) => !auth.scopes.includes(s))
-    if (missing.length) {
-      throw insufficientScope(missing)
+    if (route.scopes) {
+      const missing = route.scopes.filter((s) => !auth.scopes.includes(s))
+      if (missing.length) throw insufficientScope(missing)
     }
     return auth
   }
@@ -160,11 +214,30 @@ export default fp(async (app) => {
       app.metrics.authOutcome(kind, 'failure')
       // A presented credential that failed counts against its client (429 past RATE_LIMIT_AUTH_FAILURES);
       // a request with none is not a guess.
-      if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') await app.recordAuthFailure(request)
+      if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') app.recordAuthFailure(request)
       throw err
     }
     if (first && budgeted) app.spendBudget(reply, budgetKey(request.auth))
   }
+
+  /**
+   * The synchronous path for a hot route: when the request's credential was verified before and
+   * still holds, and the route's checks pass, authenticates it (request.auth, the outcome metric,
+   * the budget) and returns true. Anything else returns false, for the route's full path to decide.
+   */
+  function authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig): boolean {
+    if (route.clientAuth || route.org === false || route.roles) return false
+    const credential = credentialOfRequest(request)
+    if (!credential || (credential.kind === 'api_key' && credential.clientId !== undefined)) return false
+    const auth = stillVerified(VerifiedCredentials.keyOf(credential.value, app.tenancy.requestedOrg(request)))
+    if (!auth || !(route.methods ?? ['session']).includes(auth.method)) return false
+    if (route.scopes && !route.scopes.every((s) => auth.scopes.includes(s))) return false
+    request.auth = auth
+    app.metrics.authOutcome(auth.method, 'success')
+    app.spendBudget(reply, budgetKey(auth)) // hot routes have no rate limit of their own
+    return true
+  }
+  app.decorate('authenticateRemembered', authenticateRemembered)
 
   // Route-level config, not conditionals: a route opts in, and its contract
   // gains the 401/403 responses and the security requirement. The caller is

@@ -10,6 +10,7 @@ import { AppError } from '../errors.js'
 import { ID_PATTERN } from '../lib/ids.js'
 import { findMembership } from '../modules/organizations/repository.js'
 import { scopesOfRole } from '../lib/authority.js'
+import { SingleFlight } from '../lib/single-flight.js'
 
 /** Who is calling, before an organization is chosen. */
 export type Identity =
@@ -52,6 +53,8 @@ export interface ApiKeyAuth {
 export type AuthContext = SessionAuth | ApiKeyAuth
 
 export interface Tenancy {
+  /** The organization a request names: its path's {org_id}, else X-Org-ID; undefined when neither. */
+  requestedOrg(request: FastifyRequest): string | undefined
   resolveOrgContext(request: FastifyRequest, identity: Identity): Promise<AuthContext>
   /** The user's role in the organization, from the cache when possible; null when not a member. */
   membershipRole(orgId: string, userId: string): Promise<Role | null>
@@ -81,6 +84,7 @@ export default fp(async (app) => {
 
   // Bumped by every change: a lookup that raced one is answered but not cached.
   let generation = 0
+  const loads = new SingleFlight<Role | null>()
   app.events.subscribe((event) => {
     if (event.type !== 'memberships.changed') return
     generation++
@@ -100,7 +104,7 @@ export default fp(async (app) => {
     const hit = cache.get(key)
     if (hit && hit.until > now) return hit.role
     const before = generation
-    const role = (await findMembership(app.db, orgId, userId))?.role ?? null
+    const role = await loads.run(key, before, async () => (await findMembership(app.db, orgId, userId))?.role ?? null)
     if (before !== generation) return role
     cache.delete(key)
     cache.set(key, { role, until: now + ttlMs })
@@ -116,6 +120,7 @@ export default fp(async (app) => {
   }
 
   app.decorate('tenancy', {
+    requestedOrg,
     membershipRole,
     async resolveOrgContext(request, identity) {
       const orgId = requestedOrg(request) ?? identity.orgId

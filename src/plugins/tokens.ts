@@ -51,6 +51,8 @@ export interface TokenService {
   signClientToken(input: ClientTokenInput): { token: string; expiresIn: number }
   /** Verifies signature, alg, typ, iss, aud, exp, nbf and kid; throws 401 otherwise. */
   verifyAccessToken(request: FastifyRequest, token: string): Promise<AccessTokenClaims>
+  /** Until when (system clock, ms) verified claims stay acceptable: exp plus the clock tolerance. */
+  usableUntil(claims: AccessTokenClaims): number
 }
 
 declare module 'fastify' {
@@ -169,7 +171,7 @@ export default fp(async (app) => {
       }
       const seen = verified.get(token)
       // fast-jwt checks exp against the system clock; so does this shortcut.
-      if (seen && seen.exp * 1000 + CLOCK_TOLERANCE_MS > Date.now()) return seen
+      if (seen && tokens.usableUntil(seen) > Date.now()) return seen
       const generation = verifiedUnder
       request.accessTokenCandidate = token
       let claims: AccessTokenClaims
@@ -186,6 +188,7 @@ export default fp(async (app) => {
       if (verified.size > VERIFIED_TOKENS_MAX) verified.delete(verified.keys().next().value as string)
       return claims
     },
+    usableUntil: (claims) => claims.exp * 1000 + CLOCK_TOLERANCE_MS,
   }
 
   app.events.subscribe((event) => {

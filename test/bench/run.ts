@@ -158,7 +158,14 @@ async function main() {
   const P = `http://127.0.0.1:${portcullisPort}`
   const HELLO = `http://127.0.0.1:${helloPort}/hello`
   const load = (url: string, options: Partial<WrkOptions> = {}) => wrk(url, { connections: CONNECTIONS, seconds: DURATION, ...options })
-  const hello = () => load(HELLO)
+  // The ceiling is measured right before and right after each scenario and averaged: this machine's
+  // speed drifts by a third from one run to the next, and one ceiling run alone misleads.
+  const bracketed = async <T>(scenario: () => Promise<T>): Promise<[Run, T]> => {
+    const before = await load(HELLO)
+    const result = await scenario()
+    const after = await load(HELLO)
+    return [{ ...after, rps: (before.rps + after.rps) / 2, p50: (before.p50 + after.p50) / 2, p99: Math.max(before.p99, after.p99) }, result]
+  }
 
   const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(P + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
@@ -174,8 +181,7 @@ async function main() {
   const wanted = (id: string) => !ONLY || ONLY.has(id)
   const vsHello = async (id: string, scenario: string, url: string, options: Partial<WrkOptions>, minRatio: number, maxP99Ratio?: number) => {
     console.log(`· ${scenario}`)
-    const ceiling = await hello()
-    const run = await load(url, options)
+    const [ceiling, run] = await bracketed(() => load(url, options))
     const ok = run.non2xx === 0 && run.errors === 0
     const p99Ok = maxP99Ratio === undefined || run.p99 <= maxP99Ratio * Math.max(ceiling.p99, 1)
     rows.push({ id, scenario, value: run, ceilingName: 'hello', ceiling, minRatio,
@@ -192,9 +198,8 @@ async function main() {
       ...Array.from({ length: 50 }, () => generateApiKey('pc', 'live').slice(0, -1) + 'A'), // checksum broken
       ...Array.from({ length: 50 }, () => generateApiKey('pc', 'live')), // well-formed, unknown
     ]
-    const ceiling = await hello()
     const before = await statusCounts(P, '/api/v1/auth/verify')
-    const run = await load(verifyUrl, { script: rotatingRequests(badKeys.map((k) => ({ method: 'GET', path: '/api/v1/auth/verify', headers: { 'x-api-key': k } }))) })
+    const [ceiling, run] = await bracketed(() => load(verifyUrl, { script: rotatingRequests(badKeys.map((k) => ({ method: 'GET', path: '/api/v1/auth/verify', headers: { 'x-api-key': k } }))) }))
     const statuses = diff(await statusCounts(P, '/api/v1/auth/verify'), before)
     // /metrics may count a few answers wrk stopped waiting for at the end: every answer counted must be a 401.
     const all401 = Object.keys(statuses).length === 1 && statuses['401']! >= run.total

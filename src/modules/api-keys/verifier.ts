@@ -139,6 +139,11 @@ export class ApiKeyVerifier {
     return { known: this.byHash.size, unknown: this.unknown.size }
   }
 
+  /** A use of a live key answered from elsewhere (a remembered verification): recorded like one verified here. */
+  noteUse(id: string): void {
+    this.touch(id, this.opts.clock.now())
+  }
+
   /** last_used_at: at most one write a minute per key, never awaited by the request. */
   private touch(id: string, now: number) {
     if (now - (this.lastTouched.get(id) ?? 0) < LAST_USED_INTERVAL_MS) return

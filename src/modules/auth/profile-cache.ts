@@ -9,12 +9,14 @@ import type { Clock } from '../../lib/clock.js'
 import type { ClusterEvent } from '../../plugins/events.js'
 import * as orgRepo from '../organizations/repository.js'
 import * as repo from './repository.js'
+import { SingleFlight } from '../../lib/single-flight.js'
 
 interface Entry<T> { value: T; until: number }
 
 export class ProfileCache {
   private readonly users = new Map<string, Entry<{ user: repo.UserRow; memberships: orgRepo.MembershipView[] } | null>>()
   private readonly orgs = new Map<string, Entry<orgRepo.OrganizationRow | null>>()
+  private readonly loads = new SingleFlight<unknown>()
   /** Bumped by every change: a load that raced one is answered but not cached. */
   private generation = 0
 
@@ -58,7 +60,7 @@ export class ProfileCache {
     const hit = map.get(key)
     if (hit && hit.until > now) return hit.value
     const generation = this.generation
-    const value = await load()
+    const value = await this.loads.run(`${map === this.users ? 'u' : 'o'}:${key}`, generation, load) as T
     if (generation !== this.generation) return value
     map.delete(key)
     map.set(key, { value, until: now + this.deps.ttlMs })

@@ -2,8 +2,10 @@ import { ID_PATTERN } from '../../lib/ids.js'
 import { RoleSchema, ScopeSchema } from '../../schemas/common.js'
 import { Type } from '@sinclair/typebox'
 
+export const SCOPE_QUERY_MAX = 1000
+
 export const VerifyQuerySchema = Type.Object({
-  scope: Type.Optional(Type.String({ maxLength: 1000, description: 'Scopes the caller must hold, comma- or space-separated' })),
+  scope: Type.Optional(Type.String({ maxLength: SCOPE_QUERY_MAX, description: 'Scopes the caller must hold, comma- or space-separated' })),
 }, { additionalProperties: true })
 
 export const VerifyResponseSchema = Type.Object({

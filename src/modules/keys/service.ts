@@ -39,7 +39,7 @@ function generateKeyPair(alg: SigningAlgorithm) {
 
 export class KeyRing {
   private published = new Map<string, PublishedKey>()
-  /** Bumped by every reload: whatever remembers a verification result compares it. */
+  /** Bumped when a reload changes the keys: whatever remembers a verification result compares it. */
   generation = 0
   private signing: SigningKey | undefined
   private readonly sealKey: Buffer
@@ -113,9 +113,13 @@ export class KeyRing {
       }
     }
     if (!signing) throw new Error('no current signing key')
+    // A resync re-reads the same keys every few seconds: what remembers verified tokens is
+    // emptied only when the set of keys, or the one signing, really changed.
+    const changed = signing.kid !== this.signing?.kid || published.size !== this.published.size
+      || [...published.keys()].some((kid) => !this.published.has(kid))
     this.published = published
     this.signing = signing
-    this.generation++
+    if (changed) this.generation++
   }
 
   private previousCutoff(now: Date): Date {
