@@ -11,7 +11,7 @@ import { validatorCompiler } from './schemas/validator.js'
 import { newId } from './lib/ids.js'
 import { maskCredentialsInUrl } from './lib/log-redaction.js'
 import { PasswordHasher } from './lib/password-hasher.js'
-import { lazyRequestLogger } from './lib/request-logger.js'
+import { AccessLogController, lazyRequestLogger } from './lib/request-logger.js'
 import authenticate from './plugins/authenticate.js'
 import database from './plugins/db.js'
 import errors, { clientErrorBody, frameworkErrorHandler } from './plugins/errors.js'
@@ -104,6 +104,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   const app = Fastify({
     logger: loggerOptions(config, options.logger),
     genReqId: requestId,
+    logController: new AccessLogController(),
     bodyLimit: config.BODY_LIMIT,
     requestTimeout: config.REQUEST_TIMEOUT,
     // Node looks for timed-out requests every 30 s by default: check each second so the limit holds.

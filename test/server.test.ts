@@ -8,7 +8,7 @@ import { ROOT as root, startServer } from './helpers/server.js'
 
 t.test('the README walkthrough works as written; logs hold no secrets; SIGTERM drains', async (t) => {
   // Default per-IP limits: the walkthrough must work as a fresh install runs it.
-  const server = await startServer(t, { RATE_LIMIT_LOGIN: '10', RATE_LIMIT_REGISTER: '5', RATE_LIMIT_GLOBAL: '6000' })
+  const server = await startServer(t, { RATE_LIMIT_LOGIN: '10', RATE_LIMIT_REGISTER: '5', RATE_LIMIT_GLOBAL: '6000', LOG_LEVEL: 'debug' }) // "incoming request" lines are written at debug
   const readme = readFileSync(join(root, 'README.md'), 'utf8')
   const section = readme.slice(readme.indexOf('## Walkthrough'), readme.indexOf('Verify tokens'))
   const script = [...section.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1]).join('\n')

@@ -41,7 +41,7 @@ declare module 'fastify' {
     /** Identifies the caller and resolves its organization context (for routes that authenticate by hand). */
     authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
     /** Authenticates from a remembered verification, synchronously, or returns false (see the plugin). */
-    authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig): boolean
+    authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig, budgeted?: boolean): boolean
     /** A verified, live access token and who it speaks for (401 otherwise). */
     accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }>
   }
@@ -221,20 +221,23 @@ export default fp(async (app) => {
   }
 
   /**
-   * The synchronous path for a hot route: when the request's credential was verified before and
-   * still holds, and the route's checks pass, authenticates it (request.auth, the outcome metric,
-   * the budget) and returns true. Anything else returns false, for the route's full path to decide.
+   * The synchronous path: when the request's credential was verified before and still holds,
+   * and the route's checks pass, authenticates it (request.auth, the outcome metric, the budget
+   * once per request) and returns true. Anything else returns false, for the full path to decide
+   * (and to give every refusal its answer).
    */
-  function authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig): boolean {
-    if (route.clientAuth || route.org === false || route.roles) return false
+  function authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig, budgeted = true): boolean {
+    if (route.clientAuth || route.org === false) return false
     const credential = credentialOfRequest(request)
     if (!credential || (credential.kind === 'api_key' && credential.clientId !== undefined)) return false
     const auth = stillVerified(VerifiedCredentials.keyOf(credential.value, app.tenancy.requestedOrg(request)))
     if (!auth || !(route.methods ?? ['session']).includes(auth.method)) return false
+    if (route.roles && (auth.method !== 'session' || !route.roles.includes(auth.role))) return false
     if (route.scopes && !route.scopes.every((s) => auth.scopes.includes(s))) return false
+    const first = request.auth === null
     request.auth = auth
     app.metrics.authOutcome(auth.method, 'success')
-    app.spendBudget(reply, budgetKey(auth)) // hot routes have no rate limit of their own
+    if (first && budgeted) app.spendBudget(reply, budgetKey(auth))
     return true
   }
   app.decorate('authenticateRemembered', authenticateRemembered)
@@ -251,13 +254,23 @@ export default fp(async (app) => {
     if (!routeAuth) return
     // A route with a rate limit of its own does not also spend from the caller's budget.
     const budgeted = !route.config?.rateLimit
-    route.preParsing = [async (request: FastifyRequest, reply: FastifyReply, payload: unknown) => {
+    // Callback-style: a remembered credential is answered synchronously, with no promise.
+    const authenticate = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+      try {
+        if (authenticateRemembered(request, reply, routeAuth, budgeted)) return done()
+      } catch (err) {
+        return done(err as Error)
+      }
+      authenticateOrCount(request, reply, routeAuth, budgeted).then(() => done(), done)
+    }
+    route.preParsing = [(request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload?: unknown) => void) => {
       // An OAuth client may authenticate in the body (client_secret_post): then only once it is read.
-      if (!routeAuth.clientAuth || credentialOfRequest(request)) await authenticateOrCount(request, reply, routeAuth, budgeted)
-      return payload
+      if (routeAuth.clientAuth && !credentialOfRequest(request)) return done(null, payload)
+      authenticate(request, reply, (err) => done(err ?? null, payload))
     }, ...(route.preParsing ? [route.preParsing].flat() : [])] as typeof route.preParsing
-    route.preHandler = [async (request: FastifyRequest, reply: FastifyReply) => {
-      if (request.auth === null || hadBody(request)) await authenticateOrCount(request, reply, routeAuth, budgeted)
+    route.preHandler = [(request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+      if (request.auth !== null && !hadBody(request)) return done()
+      authenticate(request, reply, done)
     }, ...(route.preHandler ? [route.preHandler].flat() : [])] as typeof route.preHandler
     if (route.schema) {
       const methods = routeAuth.methods ?? ['session']

@@ -120,6 +120,11 @@ async function statusCounts(base: string, route: string): Promise<Record<string,
   }
   return counts
 }
+/** The longest event-loop stall since the last call, in ms (prom-client resets its histogram on each scrape). */
+async function loopLagMaxMs(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text()
+  return Number(/^portcullis_process_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text)?.[1] ?? NaN) * 1000
+}
 const diff = (after: Record<string, number>, before: Record<string, number>) =>
   Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0))
 
@@ -181,12 +186,15 @@ async function main() {
   const wanted = (id: string) => !ONLY || ONLY.has(id)
   const vsHello = async (id: string, scenario: string, url: string, options: Partial<WrkOptions>, minRatio: number, maxP99Ratio?: number) => {
     console.log(`· ${scenario}`)
+    await loopLagMaxMs(P)
     const [ceiling, run] = await bracketed(() => load(url, options))
+    const lag = await loopLagMaxMs(P)
     const ok = run.non2xx === 0 && run.errors === 0
     const p99Ok = maxP99Ratio === undefined || run.p99 <= maxP99Ratio * Math.max(ceiling.p99, 1)
     rows.push({ id, scenario, value: run, ceilingName: 'hello', ceiling, minRatio,
       target: `≥ ${minRatio * 100} %${maxP99Ratio ? `, p99 ≤ ${maxP99Ratio}× hello` : ''}`,
-      met: run.rps >= minRatio * ceiling.rps && p99Ok && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx, ${run.errors} socket errors` })
+      met: run.rps >= minRatio * ceiling.rps && p99Ok && ok,
+      note: `${ok ? 'all 200' : `${run.non2xx} non-2xx, ${run.errors} socket errors`}; longest loop stall ${lag.toFixed(0)} ms` })
   }
 
   if (wanted('verify-token')) await vsHello('verify-token', 'GET /auth/verify, ES256 access token', verifyUrl, { headers: { authorization: `Bearer ${accessToken}` } }, 0.65, 2)

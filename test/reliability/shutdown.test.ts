@@ -27,7 +27,7 @@ const tryConnect = (port: number) => new Promise<string>((resolve) => {
 
 t.test('SIGTERM under load: received requests complete, new connections are refused, exit 0', async (t) => {
   const server = await startServer(t, {
-    DATABASE_URL: await freshDatabaseUrl(t), SECRET_KEY: randomBytes(32).toString('base64'), LOG_LEVEL: 'info',
+    DATABASE_URL: await freshDatabaseUrl(t), SECRET_KEY: randomBytes(32).toString('base64'), LOG_LEVEL: 'debug', // "incoming request" lines are written at debug
   })
   t.comment(`database: ${TEST_DATABASE_URL ? 'PostgreSQL' : 'memory://'}`)
   const api = (path: string) => `${server.base}/api/v1${path}`
