@@ -83,7 +83,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const hotPath = { auth: hotAuth, securityHeaders: false as const }
   // Every request behind a gateway comes here: at the default level its request lines stay out of
   // the log (errors are still logged); at debug or trace they are written like any route's.
-  const logLevel = (config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL) as LogLevel
+  const logLevel = (app.log.level === 'info' ? 'warn' : app.log.level) as LogLevel
   app.get('/api/v1/auth/verify', {
     config: hotPath,
     logLevel,

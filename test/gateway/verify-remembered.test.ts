@@ -1,0 +1,84 @@
+// Forward-auth answers a credential it verified before from its onRequest
+// hook (the hot path), skipping the body, validation and handler phases. That
+// shortcut must answer exactly as the full path does, and must stop the moment
+// anything that would change the full path's answer changes.
+import t, { type Test } from 'tap'
+import type { LightMyRequestResponse } from 'fastify'
+import type { App } from '../../src/app.js'
+import { buildTestApp } from '../helpers/app.js'
+import { bearer } from '../helpers/api.js'
+import { createKey, newTenant, TENANCY_ENV, type Headers } from '../helpers/orgs.js'
+
+const verify = (app: App, headers: Headers, query = '', method: 'GET' | 'HEAD' = 'GET') =>
+  app.inject({ method, url: `/api/v1/auth/verify${query}`, headers })
+
+/** The answer without what differs per request (its id, the budget left). */
+function answerOf(res: LightMyRequestResponse) {
+  const { 'x-request-id': _id, 'ratelimit-remaining': _left, date: _date, ...headers } = res.headers
+  return { status: res.statusCode, headers, body: res.body.replace(/"request_id":"[^"]+"/, '') }
+}
+
+/** Sends the request twice: the first verifies in full, the second is answered from memory. */
+async function twice(t: Test, app: App, send: () => Promise<LightMyRequestResponse>, what: string) {
+  const full = await send()
+  const remembered = await send()
+  t.same(answerOf(remembered), answerOf(full), `${what}: the remembered answer is the full path's`)
+  return remembered
+}
+
+t.test('the remembered answer is the full answer: headers, scopes, HEAD, JSON, errors', async (t) => {
+  const app = await buildTestApp(t, { env: TENANCY_ENV })
+  const tenant = await newTenant(app)
+  const key = await createKey(app, bearer(tenant.owner.token), ['agents:read'])
+  const session = bearer(tenant.member.token)
+
+  for (const [name, headers] of [['session', session], ['API key', { 'x-api-key': key.key }], ['API key as Bearer', bearer(key.key)]] as const) {
+    const ok = await twice(t, app, () => verify(app, headers), `${name}, no scope asked`)
+    t.equal(ok.statusCode, 200, `${name}: 200`)
+    t.equal(ok.headers['x-auth-org-id'], tenant.id, `${name}: the organization`)
+    t.ok(ok.headers['ratelimit-limit'], `${name}: the remembered answer still spends the budget`)
+    t.equal(ok.body, '', `${name}: headers only without Accept: application/json`)
+    const json = await twice(t, app, () => verify(app, { ...headers, accept: 'application/json' }), `${name}, JSON`)
+    t.equal(json.json().org_id, tenant.id, `${name}: the JSON body`)
+    await twice(t, app, () => verify(app, headers, '', 'HEAD'), `${name}, HEAD`)
+    const lacking = await twice(t, app, () => verify(app, headers, '?scope=members:write,api_keys:write'), `${name}, a scope it lacks`)
+    t.equal(lacking.statusCode, 403, `${name}: a missing scope is 403 on the remembered path too`)
+    t.equal(lacking.json().error.code, 'INSUFFICIENT_SCOPE')
+    const tooLong = await twice(t, app, () => verify(app, headers, `?scope=${'a'.repeat(1001)}`), `${name}, an over-long scope query`)
+    t.equal(tooLong.statusCode, 422, `${name}: the query string is still validated`)
+    const otherOrg = await twice(t, app, () => verify(app, { ...headers, 'x-org-id': 'org_00000000000000000000000000' }), `${name}, another organization`)
+    t.equal(otherOrg.statusCode, 403, `${name}: another organization is refused on every request`)
+  }
+})
+
+t.test('a remembered credential stops at once: logout, key revocation, membership removal, role change', async (t) => {
+  const app = await buildTestApp(t, { env: TENANCY_ENV })
+  const tenant = await newTenant(app)
+
+  // Logout: the session's token is refused on the very next request.
+  t.equal((await verify(app, bearer(tenant.admin.token))).statusCode, 200)
+  t.equal((await verify(app, bearer(tenant.admin.token))).statusCode, 200, 'remembered')
+  t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(tenant.admin.token) })).statusCode, 204)
+  t.equal((await verify(app, bearer(tenant.admin.token))).statusCode, 401, 'logged out: refused at once')
+
+  // Key revocation.
+  const key = await createKey(app, bearer(tenant.owner.token), ['agents:read'])
+  t.equal((await verify(app, { 'x-api-key': key.key })).statusCode, 200)
+  t.equal((await verify(app, { 'x-api-key': key.key })).statusCode, 200, 'remembered')
+  t.equal((await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${key.id}`, headers: bearer(tenant.owner.token) })).statusCode, 204)
+  t.equal((await verify(app, { 'x-api-key': key.key })).statusCode, 401, 'revoked: refused at once')
+
+  // Role change: the next answer carries the new role, not the remembered one.
+  const member = tenant.member
+  t.equal((await verify(app, bearer(member.token))).headers['x-auth-role'], 'member')
+  const promoted = await app.inject({
+    method: 'PATCH', url: `/api/v1/organizations/${tenant.id}/members/${member.id}`, headers: bearer(tenant.owner.token), payload: { role: 'admin' },
+  })
+  t.equal(promoted.statusCode, 200, 'the owner makes the member an admin')
+  t.equal((await verify(app, bearer(member.token))).headers['x-auth-role'], 'admin', 'the new role at once')
+
+  // Removal from the organization.
+  const removed = await app.inject({ method: 'DELETE', url: `/api/v1/organizations/${tenant.id}/members/${member.id}`, headers: bearer(tenant.owner.token) })
+  t.equal(removed.statusCode, 204)
+  t.not((await verify(app, bearer(member.token))).statusCode, 200, 'a removed member is refused at once')
+})
