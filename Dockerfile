@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # Build stage: compile TypeScript with the full dependency tree.
-FROM node:20-bookworm-slim AS build
+# Node 26, the active LTS line (Node 20 left maintenance in April 2026). The code still runs on Node 20.12+
+# (package.json engines), which CI uses.
+FROM node:26-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY scripts ./scripts
@@ -10,7 +12,7 @@ COPY src ./src
 RUN npm run build
 
 # Runtime stage: production dependencies only, non-root.
-FROM node:20-bookworm-slim
+FROM node:26-slim
 ENV NODE_ENV=production HOST=0.0.0.0 PORT=3000 DATA_DIR=/data
 # One glibc malloc arena: each argon2 hash takes 19 MiB, and with an arena per
 # libuv thread glibc kept a freed block in each (RSS 205 MB after 160 logins
