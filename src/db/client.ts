@@ -79,7 +79,7 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
     connection: { application_name: 'portcullis' },
   }
   const client = postgres(url, { ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60 })
-  const db = drizzle(withDeadline(client, config.DATABASE_QUERY_TIMEOUT), { schema }) as unknown as Database
+  const db = drizzle(withDeadline(client, config.DATABASE_QUERY_TIMEOUT, config.DATABASE_PREPARED_STATEMENTS), { schema }) as unknown as Database
   return {
     db,
     mode: 'postgres',

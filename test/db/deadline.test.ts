@@ -21,7 +21,7 @@ t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATA
   const url = await freshDatabaseUrl(t)
   const client = postgres(url, { max: 2, onnotice: () => {} })
   t.teardown(() => client.end({ timeout: 5 }))
-  const db = drizzle(withDeadline(client, DEADLINE_MS))
+  const db = drizzle(withDeadline(client, DEADLINE_MS, true))
   const table = `deadline_${randomBytes(4).toString('hex')}`
   await client.unsafe(`create table ${table} (id text primary key)`)
   const rows = async () => (await client.unsafe(`select id from ${table} order by id`)).map((r) => r.id as string)
