@@ -42,6 +42,8 @@ declare module 'fastify' {
     authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
     /** Authenticates from a remembered verification, synchronously, or returns false (see the plugin). */
     authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig, budgeted?: boolean): boolean
+    /** A 401 for an API key known to be invalid without a lookup (counted as a failure), or undefined. */
+    refusedAtOnce(request: FastifyRequest): AppError | undefined
     /** A verified, live access token and who it speaks for (401 otherwise). */
     accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }>
   }
@@ -241,6 +243,20 @@ export default fp(async (app) => {
     return true
   }
   app.decorate('authenticateRemembered', authenticateRemembered)
+
+  /**
+   * The synchronous refusal: an API key this instance already knows to be invalid (malformed,
+   * unknown, revoked or expired) is counted as a failure like any other and refused at once.
+   * Undefined when the full path must decide.
+   */
+  function refusedAtOnce(request: FastifyRequest): AppError | undefined {
+    const credential = credentialOfRequest(request)
+    if (credential?.kind !== 'api_key' || !apiKeys.knownInvalid(credential.value)) return undefined
+    app.metrics.authOutcome('api_key', 'failure')
+    app.recordAuthFailure(request) // 429 past RATE_LIMIT_AUTH_FAILURES, as on the full path
+    return unauthorized(INVALID_KEY)
+  }
+  app.decorate('refusedAtOnce', refusedAtOnce)
 
   // Route-level config, not conditionals: a route opts in, and its contract
   // gains the 401/403 responses and the security requirement. The caller is

@@ -8,6 +8,7 @@ import type { App } from '../../src/app.js'
 import { buildTestApp } from '../helpers/app.js'
 import { bearer } from '../helpers/api.js'
 import { createKey, newTenant, TENANCY_ENV, type Headers } from '../helpers/orgs.js'
+import { generateApiKey } from '../../src/lib/api-key-format.js'
 
 const verify = (app: App, headers: Headers, query = '', method: 'GET' | 'HEAD' = 'GET') =>
   app.inject({ method, url: `/api/v1/auth/verify${query}`, headers })
@@ -81,4 +82,23 @@ t.test('a remembered credential stops at once: logout, key revocation, membershi
   const removed = await app.inject({ method: 'DELETE', url: `/api/v1/organizations/${tenant.id}/members/${member.id}`, headers: bearer(tenant.owner.token) })
   t.equal(removed.statusCode, 204)
   t.not((await verify(app, bearer(member.token))).statusCode, 200, 'a removed member is refused at once')
+})
+
+t.test('keys known to be invalid are refused at once, exactly as the full path refuses them, and still counted', async (t) => {
+  const app = await buildTestApp(t, { env: { ...TENANCY_ENV, RATE_LIMIT_AUTH_FAILURES: '6' } })
+  const tenant = await newTenant(app)
+  const revoked = await createKey(app, bearer(tenant.owner.token), ['agents:read'])
+  t.equal((await verify(app, { 'x-api-key': revoked.key })).statusCode, 200, 'the key works (and is remembered)')
+  await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${revoked.id}`, headers: bearer(tenant.owner.token) })
+  const unknown = generateApiKey('pc', 'live')
+  const malformed = unknown.slice(0, -1) + (unknown.endsWith('A') ? 'B' : 'A')
+  const lookups = app.apiKeys.databaseLookups
+  for (const [name, key] of [['revoked', revoked.key], ['unknown', unknown], ['malformed', malformed]] as const) {
+    const answer = await twice(t, app, () => verify(app, { 'x-api-key': key }), `${name} key`)
+    t.equal(answer.statusCode, 401, `${name}: 401`)
+  }
+  t.ok(app.apiKeys.databaseLookups - lookups <= 2, 'the unknown key was looked up once; the others not at all')
+  const limited = await verify(app, { 'x-api-key': malformed })
+  t.equal(limited.statusCode, 429, 'the 7th failure from this client is 429: refusals at once count toward the failure throttle')
+  t.equal(limited.json().error.code, 'RATE_LIMITED')
 })

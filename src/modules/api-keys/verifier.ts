@@ -56,6 +56,20 @@ export class ApiKeyVerifier {
   }
 
   /**
+   * Whether the key is refused without a database lookup: malformed (its checksum fails), unknown
+   * (looked up in vain within UNKNOWN_TTL_MS), or known here as revoked or expired. False means the
+   * full verify() must decide.
+   */
+  knownInvalid(key: string): boolean {
+    if (!isWellFormedApiKey(this.opts.prefix, key)) return true
+    const hash = sha256(key)
+    const now = this.opts.clock.now()
+    const entry = this.byHash.get(hash)
+    if (entry) return entry.revoked || (entry.expiresAt !== null && entry.expiresAt <= now)
+    return (this.unknown.get(hash) ?? 0) > now
+  }
+
+  /**
    * A live key by id: what a client-credentials token speaks for. From the cache (evicted on
    * every revocation, on every instance) or, once, from the database.
    */

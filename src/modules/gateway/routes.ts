@@ -68,13 +68,17 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
     answer(request, reply, request.auth!, (request.query as Static<typeof VerifyQuerySchema>).scope)
   }
   // A request that this hook does not answer takes the route's full path, which gives every error its answer.
-  const answerRemembered = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+  const answerRemembered = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void): void => {
     const { scope } = request.query as { scope?: unknown }
     try {
       // The query string is not validated yet: anything unusual goes the full way.
-      if ((scope !== undefined && (typeof scope !== 'string' || scope.length > SCOPE_QUERY_MAX))
-        || !app.authenticateRemembered(request, reply, hotAuth)) return done()
-      answer(request, reply, request.auth!, scope)
+      if (scope !== undefined && (typeof scope !== 'string' || scope.length > SCOPE_QUERY_MAX)) return done()
+      if (app.authenticateRemembered(request, reply, hotAuth)) {
+        answer(request, reply, request.auth!, scope)
+        return
+      }
+      // A flood of made-up or revoked keys is refused here, without the rest of the lifecycle.
+      done(app.refusedAtOnce(request))
     } catch (err) {
       done(err as Error)
     }
