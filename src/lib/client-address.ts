@@ -24,6 +24,8 @@ function hextets(address: string): number[] {
 
 /** `203.0.113.7` → `203.0.113.7`; `2001:db8:a:b:1:2:3:4` → `2001:db8:a:b::/64`; `::ffff:203.0.113.7` (any spelling) → `203.0.113.7`. */
 export function clientAddressKey(ip: string): string {
+  // IPv4, the usual case, without a regex: this runs for every failed credential.
+  if (!ip.includes(':')) return ip
   const address = ip.replace(/%.*$/, '') // zone id
   if (!isIPv6(address)) return address
   const h = hextets(address)

@@ -4,7 +4,7 @@
 // wrk drives them (one thread, BENCH_CONNECTIONS connections). Prints a table
 // with each ratio beside the previous run's and writes bench-results/bench-<time>.json.
 //   BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test), BENCH_DURATION (s, default 8),
-//   BENCH_SOAK (s, default 60), BENCH_CONNECTIONS (default 50), BENCH_ONLY (comma-separated scenario ids),
+//   BENCH_SOAK (s, default 60), BENCH_CONNECTIONS (default 50), BENCH_ROUNDS (default 2), BENCH_ONLY (comma-separated scenario ids),
 //   BENCH_NODE_OPTIONS (node flags for the service, e.g. --cpu-prof). The service's log: bench-results/service.log
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -25,6 +25,18 @@ const LOGIN_CONNECTIONS = 8
 const ADMIN_URL = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test'
 const PASSWORD = 'violet-otter-grammar-47'
 const RSS_LIMIT_MB = 200
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
+
+/** Runs of one kind taken together: mean throughput and p50, worst p99, summed counts. */
+function averageOf(runs: Run[]): Run {
+  const mean = (f: (r: Run) => number) => runs.reduce((a, r) => a + f(r), 0) / runs.length
+  const sum = (f: (r: Run) => number) => runs.reduce((a, r) => a + f(r), 0)
+  return {
+    rps: mean((r) => r.rps), p50: mean((r) => r.p50), p99: Math.max(...runs.map((r) => r.p99)),
+    total: sum((r) => r.total), non2xx: sum((r) => r.non2xx), errors: sum((r) => r.errors),
+    ...(runs[0]!.script ? { script: runs[runs.length - 1]!.script } : {}),
+  }
+}
 
 interface Row {
   id: string
@@ -163,15 +175,18 @@ async function main() {
   const P = `http://127.0.0.1:${portcullisPort}`
   const HELLO = `http://127.0.0.1:${helloPort}/hello`
   const load = (url: string, options: Partial<WrkOptions> = {}) => wrk(url, { connections: CONNECTIONS, seconds: DURATION, ...options })
-  // The ceiling is measured right before and right after each scenario and averaged: this machine's
-  // speed drifts by a third from one run to the next, and one ceiling run alone misleads.
-  const bracketed = async <T>(scenario: () => Promise<T>): Promise<[Run, T]> => {
-    const before = await load(HELLO)
-    const result = await scenario()
-    const after = await load(HELLO)
-    return [{ ...after, rps: (before.rps + after.rps) / 2, p50: (before.p50 + after.p50) / 2, p99: Math.max(before.p99, after.p99) }, result]
+  // The ceiling and the scenario alternate (ceiling, scenario, ceiling, …, ceiling; BENCH_ROUNDS
+  // scenario runs) and each is averaged: this machine's speed drifts by a third from one run to the
+  // next, and one run of each misleads.
+  const bracketed = async (scenario: () => Promise<Run>, ceiling = () => load(HELLO)): Promise<[Run, Run]> => {
+    const ceilings: Run[] = [await ceiling()]
+    const runs: Run[] = []
+    for (let i = 0; i < ROUNDS; i++) {
+      runs.push(await scenario())
+      ceilings.push(await ceiling())
+    }
+    return [averageOf(ceilings), averageOf(runs)]
   }
-
   const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(P + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
     if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`)
@@ -220,8 +235,7 @@ async function main() {
   if (wanted('nginx')) {
     console.log('· nginx auth_request (API key) vs the same nginx proxying without auth')
     const gateway = await startNginx(portcullisPort, helloPort)
-    const plain = await load(`${gateway.plain}/hello`)
-    const run = await load(`${gateway.withAuth}/hello`, { headers: { 'x-api-key': key.key } })
+    const [plain, run] = await bracketed(() => load(`${gateway.withAuth}/hello`, { headers: { 'x-api-key': key.key } }), () => load(`${gateway.plain}/hello`))
     const ok = run.non2xx === 0 && run.errors === 0 && plain.non2xx === 0
     rows.push({ id: 'nginx', scenario: 'nginx auth_request → verify (API key)', value: run, ceilingName: 'nginx without auth', ceiling: plain, minRatio: 0.5, target: '≥ 50 %',
       met: run.rps >= 0.5 * plain.rps && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
