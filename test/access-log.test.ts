@@ -54,3 +54,9 @@ t.test('at debug: every request, with its "incoming request" line', async (t) =>
   const lines = take().filter((l) => l.reqId === res.headers['x-request-id'])
   t.same(lines.map((l) => l.msg).filter((m) => /request/.test(m)), ['incoming request', 'request completed'], 'both lines of a read')
 })
+
+t.test('an app built without a logger serves requests (the lazy request logger steps aside)', async (t) => {
+  const app = await buildTestApp(t, { logger: false })
+  const { access_token: token } = await register(app)
+  t.equal((await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: bearer(token) })).statusCode, 200)
+})

@@ -50,6 +50,8 @@ class LazyRequestLogger {
 
 /** Fastify's `childLoggerFactory`. */
 export function lazyRequestLogger(logger: FastifyBaseLogger, bindings: Record<string, unknown>, options: { level?: string }): FastifyBaseLogger {
+  // With `logger: false` Fastify's logger is a no-op without pino's levels: its child is itself.
+  if (!(logger as { levels?: unknown }).levels) return logger.child(bindings, options)
   return new LazyRequestLogger(logger as never, bindings, options) as unknown as FastifyBaseLogger
 }
 
