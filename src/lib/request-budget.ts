@@ -97,6 +97,7 @@ export class RequestBudget {
         i += 2
         if (err) throw err
         this.shared.set(key, Number(total))
+        if (this.shared.size > MAX_KEYS) this.shared.delete(this.shared.keys().next().value as string)
       }
     } catch (err) {
       // Kept for the next attempt: counts are never lost, only late.
