@@ -9,6 +9,8 @@
 import type { AuthContext } from '../plugins/tenancy.js'
 
 export interface VerifiedCredential {
+  /** How the credential was presented and verified: an access token and an API key are not interchangeable. */
+  kind: 'session' | 'api_key'
   auth: AuthContext
   /** The signing-key generation it was verified under (a retired key's tokens stop at once). */
   ring: number

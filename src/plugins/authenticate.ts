@@ -7,6 +7,7 @@ import type { Role } from '../config.js'
 import { AppError, insufficientScope, missingCredential, unauthorized } from '../errors.js'
 import { credentialOf, type Credential } from '../lib/credentials.js'
 import { VerifiedCredentials } from '../lib/verified-credentials.js'
+import { clientAddressKey } from '../lib/client-address.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
 import { ApiKeyVerifier, type VerifiedApiKey } from '../modules/api-keys/verifier.js'
 import type { AccessTokenClaims } from './tokens.js'
@@ -35,6 +36,8 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     auth: AuthContext | null
+    /** Whose RATE_LIMIT_GLOBAL budget the request spends, once its caller is identified. */
+    budgetKey: string | null
   }
   interface FastifyInstance {
     apiKeys: ApiKeyVerifier
@@ -42,8 +45,8 @@ declare module 'fastify' {
     authenticateRequest(request: FastifyRequest, config: RouteAuthConfig): Promise<AuthContext>
     /** Authenticates from a remembered verification, synchronously, or returns false (see the plugin). */
     authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig, budgeted?: boolean): boolean
-    /** A 401 for an API key known to be invalid without a lookup (counted as a failure), or undefined. */
-    refusedAtOnce(request: FastifyRequest): AppError | undefined
+    /** Refuses an API key known to be invalid without a lookup (counted as a failure); false when it cannot tell. */
+    refuseAtOnce(request: FastifyRequest, done: (err: Error) => void): boolean
     /** A verified, live access token and who it speaks for (401 otherwise). */
     accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }>
   }
@@ -76,12 +79,12 @@ export default fp(async (app) => {
     if (event.type === 'api_keys.changed' || event.type === 'memberships.changed' || event.type === 'keys.rotated') verifiedCredentials.clear()
   })
   await apiKeys.resync()
-  app.events.onResync(() => {
-    verifiedCredentials.clear() // whatever a missed notification would have changed
-    return apiKeys.resync()
-  })
+  app.events.onResync(() => apiKeys.resync())
+  // Whatever a missed notification would have changed, once the caches it is built from are fresh.
+  app.events.onResynced(() => verifiedCredentials.clear())
   app.decorate('apiKeys', apiKeys)
   app.decorateRequest('auth', null)
+  app.decorateRequest('budgetKey', null)
 
   /** The request's credential (never from the query string; from the body only where the route allows client_secret_post). */
   const credentialOfRequest = (request: FastifyRequest, fromBody = false) => credentialOf(config.API_KEY_PREFIX, {
@@ -125,6 +128,14 @@ export default fp(async (app) => {
 
   /** Who the credential is, and until when (system clock, ms) it is valid on its own: an access token's expiry. */
   async function identify(request: FastifyRequest, credential: Credential): Promise<{ identity: Identity; tokenExpiresAt: number }> {
+    const found = await identifyCredential(request, credential)
+    checkClient(credential, found.identity.method === 'api_key' ? found.identity.keyId : undefined)
+    // Known now: whatever the route decides next (403 included), the request spends this caller's budget.
+    request.budgetKey = budgetKey(found.identity)
+    return found
+  }
+
+  async function identifyCredential(request: FastifyRequest, credential: Credential): Promise<{ identity: Identity; tokenExpiresAt: number }> {
     if (credential.kind === 'api_key') {
       const key = await apiKeys.verify(credential.value)
       if (!key) throw unauthorized(INVALID_KEY)
@@ -135,10 +146,16 @@ export default fp(async (app) => {
     return { identity, tokenExpiresAt: app.tokens.usableUntil(claims) }
   }
 
+  /** As an OAuth client (Basic or form), the client_id must be the key's own id: checked before anything else. */
+  function checkClient(credential: Credential, keyId: string | undefined) {
+    if (credential.kind === 'api_key' && credential.clientId !== undefined && credential.clientId !== keyId) throw unauthorized(INVALID_KEY)
+  }
+
   /** A remembered verification of this credential in this organization that still holds, or undefined. */
-  function stillVerified(cacheKey: string): AuthContext | undefined {
+  function stillVerified(cacheKey: string, kind: Credential['kind']): AuthContext | undefined {
     const hit = verifiedCredentials.get(cacheKey)
-    if (!hit) return undefined
+    // Remembered as the kind it was verified as: an access token in X-API-Key is not a key.
+    if (!hit || hit.kind !== kind) return undefined
     const { auth } = hit
     if (hit.ring !== app.keyRing.generation || hit.tokenExpiresAt <= Date.now()
       || (hit.keyExpiresAt !== null && hit.keyExpiresAt <= app.clock.now())
@@ -156,8 +173,10 @@ export default fp(async (app) => {
   /** The caller in the organization it asks for: remembered, or verified now (and then remembered). */
   async function resolveCaller(request: FastifyRequest, credential: Credential, route: RouteAuthConfig): Promise<AuthContext> {
     const cacheKey = VerifiedCredentials.keyOf(credential.value, app.tenancy.requestedOrg(request))
-    const remembered = stillVerified(cacheKey)
+    const remembered = stillVerified(cacheKey, credential.kind)
     if (remembered) {
+      checkClient(credential, remembered.keyId)
+      request.budgetKey = budgetKey(remembered)
       checkMethod(route, remembered.method)
       return remembered
     }
@@ -167,7 +186,7 @@ export default fp(async (app) => {
     checkMethod(route, identity.method)
     const auth = await app.tenancy.resolveOrgContext(request, identity)
     verifiedCredentials.remember(cacheKey, {
-      auth: Object.freeze(auth), ring, tokenExpiresAt, keyExpiresAt: identity.method === 'api_key' ? identity.expiresAt : null,
+      kind: credential.kind, auth: Object.freeze(auth), ring, tokenExpiresAt, keyExpiresAt: identity.method === 'api_key' ? identity.expiresAt : null,
     }, version)
     return auth
   }
@@ -190,8 +209,6 @@ export default fp(async (app) => {
     } else {
       auth = await resolveCaller(request, credential, route)
     }
-    // As an OAuth client (Basic or form), the client_id must be the key's own id.
-    if (credential.kind === 'api_key' && credential.clientId !== undefined && credential.clientId !== auth.keyId) throw unauthorized(INVALID_KEY)
     if (route.roles && auth.method === 'session' && !route.roles.includes(auth.role)) {
       throw new AppError('FORBIDDEN', `Requires the ${route.roles.join(' or ')} role`)
     }
@@ -204,7 +221,7 @@ export default fp(async (app) => {
   app.decorate('authenticateRequest', authenticateRequest)
 
   /** Whose budget a request spends: its session's or its API key's (a client-credentials token's is its key's). */
-  const budgetKey = (auth: AuthContext) => auth.method === 'session' ? `ses:${auth.sessionId}` : `key:${auth.keyId}`
+  const budgetKey = (caller: AuthContext | Identity) => caller.method === 'session' ? `ses:${caller.sessionId}` : `key:${caller.keyId}`
 
   async function authenticateOrCount(request: FastifyRequest, reply: FastifyReply, routeAuth: RouteAuthConfig, budgeted: boolean) {
     const first = request.auth === null
@@ -214,9 +231,11 @@ export default fp(async (app) => {
     } catch (err) {
       const kind = credentialKind(request) // parsed once: this is the path a flood of bad credentials takes
       app.metrics.authOutcome(kind, 'failure')
-      // A presented credential that failed counts against its client (429 past RATE_LIMIT_AUTH_FAILURES);
-      // a request with none is not a guess.
-      if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') app.recordAuthFailure(request)
+      // A presented credential that failed counts against its client (429 past RATE_LIMIT_AUTH_FAILURES).
+      // Any other refusal spends a budget like an answer does: the caller's once it is known (a 403
+      // for another organization, a role or scope it lacks), else the client's (no credential at all).
+      if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') await app.recordAuthFailure(request)
+      else if (first && budgeted) app.spendBudget(reply, request.budgetKey ?? `ip:${clientAddressKey(request.ip)}`)
       throw err
     }
     if (first && budgeted) app.spendBudget(reply, budgetKey(request.auth))
@@ -232,7 +251,7 @@ export default fp(async (app) => {
     if (route.clientAuth || route.org === false) return false
     const credential = credentialOfRequest(request)
     if (!credential || (credential.kind === 'api_key' && credential.clientId !== undefined)) return false
-    const auth = stillVerified(VerifiedCredentials.keyOf(credential.value, app.tenancy.requestedOrg(request)))
+    const auth = stillVerified(VerifiedCredentials.keyOf(credential.value, app.tenancy.requestedOrg(request)), credential.kind)
     if (!auth || !(route.methods ?? ['session']).includes(auth.method)) return false
     if (route.roles && (auth.method !== 'session' || !route.roles.includes(auth.role))) return false
     if (route.scopes && !route.scopes.every((s) => auth.scopes.includes(s))) return false
@@ -245,18 +264,28 @@ export default fp(async (app) => {
   app.decorate('authenticateRemembered', authenticateRemembered)
 
   /**
-   * The synchronous refusal: an API key this instance already knows to be invalid (malformed,
-   * unknown, revoked or expired) is counted as a failure like any other and refused at once.
-   * Undefined when the full path must decide.
+   * The refusal without a lookup: an API key this instance already knows to be invalid (malformed,
+   * unknown, revoked or expired) is counted as a failure like any other and refused at once
+   * (`done` gets the 401, or the 429 past RATE_LIMIT_AUTH_FAILURES). False when the full path
+   * must decide.
    */
-  function refusedAtOnce(request: FastifyRequest): AppError | undefined {
+  function refuseAtOnce(request: FastifyRequest, done: (err: Error) => void): boolean {
     const credential = credentialOfRequest(request)
-    if (credential?.kind !== 'api_key' || !apiKeys.knownInvalid(credential.value)) return undefined
+    if (credential?.kind !== 'api_key' || !apiKeys.knownInvalid(credential.value)) return false
     app.metrics.authOutcome('api_key', 'failure')
-    app.recordAuthFailure(request) // 429 past RATE_LIMIT_AUTH_FAILURES, as on the full path
-    return unauthorized(INVALID_KEY)
+    const refused = unauthorized(INVALID_KEY)
+    let counted: void | Promise<void>
+    try {
+      counted = app.recordAuthFailure(request)
+    } catch (err) {
+      done(err as Error)
+      return true
+    }
+    if (counted) counted.then(() => done(refused), done)
+    else done(refused)
+    return true
   }
-  app.decorate('refusedAtOnce', refusedAtOnce)
+  app.decorate('refuseAtOnce', refuseAtOnce)
 
   // Route-level config, not conditionals: a route opts in, and its contract
   // gains the 401/403 responses and the security requirement. The caller is

@@ -22,6 +22,8 @@ export interface EventBus {
   subscribe(handler: ClusterEventHandler): void
   /** Runs `fn` every REVOCATION_RESYNC_INTERVAL: the safety net for a missed notification. */
   onResync(fn: () => Promise<void>): void
+  /** Runs after every onResync handler of a round has finished (or failed). */
+  onResynced(fn: () => void): void
 }
 
 declare module 'fastify' {
@@ -83,8 +85,12 @@ export default fp(async (app) => {
   }
 
   const resyncs: (() => Promise<void>)[] = []
+  const resynced: (() => void)[] = []
   const timer = setInterval(() => {
-    for (const fn of resyncs) fn().catch((err) => app.log.warn({ err }, 'resync failed'))
+    const running = resyncs.map((fn) => fn().catch((err) => app.log.warn({ err }, 'resync failed')))
+    // What is derived from several caches is dropped once they have all been refreshed: dropped
+    // before, it could be rebuilt from a cache still stale and outlive this resync.
+    void Promise.all(running).then(() => { for (const fn of resynced) fn() })
   }, app.config.REVOCATION_RESYNC_INTERVAL * 1000)
   timer.unref()
   app.addHook('preClose', async () => clearInterval(timer))
@@ -105,6 +111,9 @@ export default fp(async (app) => {
     },
     onResync(fn) {
       resyncs.push(fn)
+    },
+    onResynced(fn) {
+      resynced.push(fn)
     },
   } satisfies EventBus)
 }, { name: 'events', dependencies: ['db'] })

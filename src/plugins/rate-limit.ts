@@ -27,7 +27,7 @@ declare module 'fastify' {
      * failed RATE_LIMIT_AUTH_FAILURES times this minute. Only failures are counted, so valid
      * credentials from the same address (everyone's, behind a gateway) are never refused by it.
      */
-    recordAuthFailure(request: FastifyRequest): void
+    recordAuthFailure(request: FastifyRequest): void | Promise<void>
     /**
      * Spends one request of the caller's RATE_LIMIT_GLOBAL budget (`key`: its session or API key)
      * and sets the RateLimit-* headers; throws 429 past it. Authentication calls it once per request.
@@ -113,20 +113,19 @@ export default fp(async (app) => {
     }
   }
   app.decorate('consumeClientLimit', (request: FastifyRequest, name: string, perMinute: number) => consume(request, name, perMinute, 'Too many requests'))
-  // Failed credentials are counted like the budget, in process: a flood of bad credentials is the
-  // load this counter exists for, and a store round trip for each would cost more than refusing it.
-  const failures = new RequestBudget({
-    max: config.RATE_LIMIT_AUTH_FAILURES, windowMs: MINUTE, clock: app.clock, redis, keyPrefix: 'portcullis-failures:',
-    onStoreError: () => app.metrics.rateLimitStoreError(),
-  })
-  app.addHook('onClose', async () => failures.close())
+  // Failed credentials guard against guessing, so across instances they are counted exactly: in
+  // Redis, one round trip per failure (only failures pay it). A single instance counts them in
+  // process, with no I/O (a flood of bad credentials is the load this counter exists for).
+  const failures = new RequestBudget({ max: config.RATE_LIMIT_AUTH_FAILURES, windowMs: MINUTE, clock: app.clock })
   const failureLimit = String(config.RATE_LIMIT_AUTH_FAILURES)
-  app.decorate('recordAuthFailure', (request: FastifyRequest) => {
+  const failureMessage = 'Too many failed credentials from this client'
+  app.decorate('recordAuthFailure', (request: FastifyRequest): void | Promise<void> => {
     if (config.RATE_LIMIT_AUTH_FAILURES === 0) return
+    if (redis) return consume(request, 'fail', config.RATE_LIMIT_AUTH_FAILURES, failureMessage)
     const spent = failures.spend(byIp(request))
     if (spent.allowed) return
     const reset = String(spent.resetSeconds)
-    throw new AppError('RATE_LIMITED', `Too many failed credentials from this client; retry in ${reset} s`, undefined, {
+    throw new AppError('RATE_LIMITED', `${failureMessage}; retry in ${reset} s`, undefined, {
       'retry-after': reset, 'ratelimit-limit': failureLimit, 'ratelimit-remaining': '0', 'ratelimit-reset': reset,
     })
   })

@@ -5,9 +5,11 @@
 // batch is sent, and counts kept (never lost) while Redis is away.
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomInt } from 'node:crypto'
 import { RequestBudget, SYNC_INTERVAL_MS } from '../../src/lib/request-budget.js'
-import { buildTestApp, FakeClock, TEST_REDIS_URL, within } from '../helpers/app.js'
+import { buildTestApp, FakeClock, sharedDatabase, TEST_REDIS_URL, within } from '../helpers/app.js'
+import { createKey, newTenant, TENANCY_ENV } from '../helpers/orgs.js'
+import { generateApiKey } from '../../src/lib/api-key-format.js'
 import { hasRedisServer, startRedisServer } from '../reliability/infra.js'
 import { bearer, register } from '../helpers/api.js'
 
@@ -97,4 +99,34 @@ t.test('Redis away: counts stay local (the limit still holds) and are all sent o
   t.equal(await reader.get(`${prefix}${window}:k`), '4', 'every count of the outage reached Redis once it was back')
   await budget.flush()
   t.equal(await reader.get(`${prefix}${window}:k`), '4', 'and none twice')
+})
+
+t.test('refusals spend a budget too: the caller\'s for a 403, the client\'s without a credential', async (t) => {
+  const app = await buildTestApp(t, { env: { ...TENANCY_ENV, RATE_LIMIT_GLOBAL: '5' } })
+  const tenant = await newTenant(app)
+  const other = await newTenant(app, 'Other')
+  const key = await createKey(app, bearer(tenant.owner.token), ['agents:read'])
+  const cases: [string, () => Promise<{ statusCode: number }>][] = [
+    ['another organization in X-Org-ID', () => app.inject({ method: 'GET', url: '/api/v1/api-keys', headers: { ...bearer(tenant.admin.token), 'x-org-id': other.id } })],
+    ['another organization in the path', () => app.inject({ method: 'GET', url: `/api/v1/organizations/${other.id}/members`, headers: bearer(tenant.member.token) })],
+    ['a key on a session-only route', () => app.inject({ method: 'POST', url: '/api/v1/auth/logout-all', headers: { 'x-api-key': key.key } })],
+    ['no credential at all', () => app.inject({ method: 'GET', url: '/api/v1/auth/me' })],
+  ]
+  for (const [what, send] of cases) {
+    const statuses: number[] = []
+    for (let i = 0; i < 8; i++) statuses.push((await send()).statusCode)
+    t.same(statuses.slice(5), [429, 429, 429], `${what}: refused requests are limited once the budget is spent (${statuses.join(',')})`)
+  }
+})
+
+t.test('failed credentials are counted exactly across instances (Redis, one round trip per failure)', { skip: TEST_REDIS_URL ? false : 'TEST_REDIS_URL not set' }, async (t) => {
+  const shared = await sharedDatabase(t)
+  const env = { ...TENANCY_ENV, REDIS_URL: TEST_REDIS_URL!, RATE_LIMIT_AUTH_FAILURES: '10', TRUST_PROXY: '127.0.0.1' }
+  const [A, B] = [await buildTestApp(t, { ...shared, env }), await buildTestApp(t, { ...shared, env })]
+  const client = { 'x-forwarded-for': `10.${randomInt(256)}.${randomInt(256)}.${randomInt(1, 255)}` }
+  const guess = (app: typeof A) => app.inject({ method: 'GET', url: '/api/v1/auth/verify', headers: { ...client, 'x-api-key': generateApiKey('pc', 'live') } })
+  const answers = await Promise.all([...Array.from({ length: 20 }, () => guess(A)), ...Array.from({ length: 20 }, () => guess(B))])
+  const statuses = answers.map((r) => r.statusCode)
+  t.equal(statuses.filter((s) => s === 401).length, 10, 'exactly RATE_LIMIT_AUTH_FAILURES guesses answered 401 across both instances')
+  t.equal(statuses.filter((s) => s === 429).length, 30, 'the rest 429')
 })

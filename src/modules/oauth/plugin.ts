@@ -84,7 +84,7 @@ async function oauth(instance: FastifyInstance) {
         return await service.token(body, clientOf(request, body), clientMeta(request))
       } catch (err) {
         // A failed client authentication is a failed credential of this client, like a bad key anywhere.
-        if (err instanceof OAuthError && err.error === 'invalid_client') app.recordAuthFailure(request)
+        if (err instanceof OAuthError && err.error === 'invalid_client') await app.recordAuthFailure(request)
         throw err
       }
     })
