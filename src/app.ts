@@ -97,7 +97,11 @@ function requestId(req: IncomingMessage): string {
   return typeof given === 'string' && SANE_REQUEST_ID.test(given) ? given : newId('req')
 }
 
+/** How long a socket answered by clientErrorHandler may keep sending before it is closed. */
+const LINGER_MS = 2000
+
 export async function buildApp(config: Config, options: BuildOptions = {}) {
+  const answered = new WeakSet<object>()
   if (!config.secretKey) throw new Error('buildApp needs a resolved SECRET_KEY (see resolveSecretKey)')
   registerFormats()
 
@@ -117,9 +121,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
     return503OnClosing: false,
     frameworkErrors: frameworkErrorHandler,
     clientErrorHandler: (err, socket) => {
+      // Answered already: the rest of what the client is still sending (an over-long request line)
+      // reaches the spent parser as more errors. Read and drop it for a moment, as nginx's lingering
+      // close does: destroying the socket with unread data resets the connection, and the client
+      // gets EPIPE instead of the answer.
+      if (answered.has(socket)) return
       // As Node does: once a response has begun on the socket (a request timed out mid-body), write nothing more.
       const responding = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent
       if (!socket.writable || responding) return socket.destroy()
+      answered.add(socket)
+      setTimeout(() => socket.destroy(), LINGER_MS).unref()
       const id = newId('req')
       const timedOut = (err as NodeJS.ErrnoException).code === 'ERR_HTTP_REQUEST_TIMEOUT'
       const body = clientErrorBody(id, timedOut ? 'Request not received in time' : undefined)
