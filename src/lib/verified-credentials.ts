@@ -55,8 +55,4 @@ export class VerifiedCredentials {
     this.stamp++
     this.entries.clear()
   }
-
-  get size(): number {
-    return this.entries.size
-  }
 }

@@ -7,7 +7,7 @@ import type { Role } from '../config.js'
 import { AppError, insufficientScope, missingCredential, unauthorized } from '../errors.js'
 import { credentialOf, type Credential } from '../lib/credentials.js'
 import { VerifiedCredentials } from '../lib/verified-credentials.js'
-import { clientAddressKey } from '../lib/client-address.js'
+import { byIp } from './rate-limit.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
 import { ApiKeyVerifier, type VerifiedApiKey } from '../modules/api-keys/verifier.js'
 import type { AccessTokenClaims } from './tokens.js'
@@ -235,7 +235,7 @@ export default fp(async (app) => {
       // Any other refusal spends a budget like an answer does: the caller's once it is known (a 403
       // for another organization, a role or scope it lacks), else the client's (no credential at all).
       if (err instanceof AppError && err.statusCode === 401 && kind !== 'none') await app.recordAuthFailure(request)
-      else if (first && budgeted) app.spendBudget(reply, request.budgetKey ?? `ip:${clientAddressKey(request.ip)}`)
+      else if (first && budgeted) app.spendBudget(reply, request.budgetKey ?? byIp(request))
       throw err
     }
     if (first && budgeted) app.spendBudget(reply, budgetKey(request.auth))

@@ -41,7 +41,7 @@ declare module 'fastify' {
 const MINUTE = 60_000
 
 /** The client (X-Forwarded-For only through TRUST_PROXY, via Fastify's request.ip): an IPv4 address or an IPv6 /64. */
-const byIp = (request: FastifyRequest) => `ip:${clientAddressKey(request.ip)}`
+export const byIp = (request: FastifyRequest) => `ip:${clientAddressKey(request.ip)}`
 
 export default fp(async (app) => {
   const { config } = app
