@@ -40,7 +40,7 @@ export const ConfigSchema = Type.Object({
     description: 'empty: embedded PGlite in DATA_DIR; memory://: PGlite in memory; postgres://…: PostgreSQL',
   }),
   DATABASE_POOL_SIZE: Int(10, 1, 200, 'PostgreSQL connections per instance'),
-  DATABASE_PREPARED_STATEMENTS: Type.Boolean({ default: false, description: 'PostgreSQL: prepare each statement once per connection (faster refresh; off by default: with it on, the hung-database fault test gave 500s after the thaw, see README Performance)' }),
+  DATABASE_PREPARED_STATEMENTS: Type.Boolean({ default: true, description: 'PostgreSQL: prepare each statement once per connection (parsed and planned once); turn off behind a transaction pooler without prepared-statement support' }),
   DATABASE_QUERY_TIMEOUT: Int(5000, 100, 600_000, 'PostgreSQL: ms a statement, BEGIN or COMMIT may take before the request gets 503 (a hung database)'),
   DATA_DIR: Type.String({ default: './data', minLength: 1, description: 'Embedded mode: database and generated secret' }),
   SECRET_KEY: Type.String({

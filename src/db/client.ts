@@ -3,7 +3,7 @@
 import { join } from 'node:path'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import * as schema from './schema.js'
-import { withDeadline } from './deadline.js'
+import { serverDeadline, withDeadline } from './deadline.js'
 import type { Config } from '../config.js'
 
 export type Schema = typeof schema
@@ -78,7 +78,10 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
     backoff: () => 0.2,
     connection: { application_name: 'portcullis' },
   }
-  const client = postgres(url, { ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60 })
+  const client = postgres(url, {
+    ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60,
+    connection: { ...options.connection, ...serverDeadline(config.DATABASE_QUERY_TIMEOUT) },
+  })
   const db = drizzle(withDeadline(client, config.DATABASE_QUERY_TIMEOUT, config.DATABASE_PREPARED_STATEMENTS), { schema }) as unknown as Database
   return {
     db,

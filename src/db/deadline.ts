@@ -3,8 +3,17 @@
 // within connect_timeout; when it hangs (a frozen host, a network black hole),
 // an open connection simply never answers, and without this a request would
 // wait as long as the database does. Past the deadline the caller gets an
-// error the error handler answers with 503; the statement is cancelled when the
-// server can still hear it.
+// error the error handler answers with 503.
+//
+// The client never sends a cancel request. PostgreSQL cancels whatever a
+// backend runs when the request arrives, not the statement it was meant for:
+// after a hang, the requests arrive with the thaw, and a pipelined connection
+// has moved on, so a cancel hit the next statement (a login's lockout read got
+// another statement's row; a registration committed an organization without
+// its member, in the hung-database fault test with prepared statements). The
+// server ends its own long statements instead: `statement_timeout`, set to the
+// same deadline on every connection (serverDeadline), applies to the very
+// statement that runs long.
 //
 // What a deadline cannot settle: when COMMIT itself times out, the transaction
 // may still commit once the database answers. It commits whole or not at all.
@@ -20,6 +29,14 @@ export class QueryTimeoutError extends Error {
 }
 
 type Query = ReturnType<Sql['unsafe']>
+
+/**
+ * Connection parameters that make the server end a statement running past the deadline
+ * itself (SQLSTATE 57014, answered 503): the statement that ran long, and no other.
+ */
+export function serverDeadline(ms: number): Record<string, string> {
+  return { statement_timeout: String(ms) }
+}
 type Fail = (err: Error) => void
 
 /**
@@ -48,7 +65,6 @@ function deadlined(query: Query, ms: number, onTimeout?: Fail) {
   const run = () => outcome ??= new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       const err = new QueryTimeoutError('a statement', ms)
-      Promise.resolve(query.cancel()).catch(() => {})
       onTimeout?.(err)
       reject(err)
     }, ms)

@@ -24,7 +24,9 @@ const FASTIFY_CODES: Record<string, { code: ErrorCode; message: string }> = {
 
 // Connection-level failures of the database driver: the database is down, not the request wrong.
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'CONNECT_TIMEOUT',
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'QUERY_TIMEOUT', '57P01', '57P02', '57P03', '53300'])
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'QUERY_TIMEOUT', '57P01', '57P02', '57P03', '53300',
+  // The server's statement_timeout (src/db/deadline.ts): the database answered too slowly.
+  '57014'])
 
 /** A connection-level failure anywhere in the cause chain (Drizzle wraps driver errors in `cause`). */
 export function isDatabaseUnavailable(error: unknown): boolean {

@@ -9,7 +9,9 @@ import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { drizzle } from 'drizzle-orm/postgres-js'
 import { sql } from 'drizzle-orm'
-import { QueryTimeoutError, withDeadline } from '../../src/db/deadline.js'
+import { QueryTimeoutError, serverDeadline, withDeadline } from '../../src/db/deadline.js'
+import { openDatabase } from '../../src/db/client.js'
+import { loadConfig } from '../../src/config.js'
 import { isDatabaseUnavailable } from '../../src/plugins/errors.js'
 import { freshDatabaseUrl, TEST_DATABASE_URL } from '../helpers/app.js'
 
@@ -19,7 +21,8 @@ const PROMPT_MS = 1200
 
 t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATABASE_URL not set (CI sets it)' }, async (t) => {
   const url = await freshDatabaseUrl(t)
-  const client = postgres(url, { max: 2, onnotice: () => {} })
+  // As the service's pool: the server ends its own statements past the deadline.
+  const client = postgres(url, { max: 2, onnotice: () => {}, connection: serverDeadline(DEADLINE_MS) })
   t.teardown(() => client.end({ timeout: 5 }))
   const db = drizzle(withDeadline(client, DEADLINE_MS, true))
   const table = `deadline_${randomBytes(4).toString('hex')}`
@@ -41,17 +44,17 @@ t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATA
     t.same(await rows(), ['kept'], 'the transaction committed')
   })
 
-  t.test('a statement past the deadline is given up with a 503-class error, and cancelled', async (t) => {
+  t.test('a statement past the deadline is given up with a 503-class error, and the server ends it', async (t) => {
     const { err, ms } = await timed(() => db.execute(sql`select pg_sleep(1.5)`))
     t.ok(err instanceof Error, 'it fails')
     t.ok(isDatabaseUnavailable(err), `the error handler answers it with 503 (${(err as Error).message})`)
     t.ok(ms < PROMPT_MS, `after ${Math.round(ms)} ms (deadline ${DEADLINE_MS} ms)`)
-    // The cancel request travels on its own connection: allow it a moment, well short of the 1.5 s sleep.
+    // The server's statement_timeout ends it (no cancel request: see the regression test); allow it a moment.
     let sleeping = -1
     for (const until = performance.now() + 800; sleeping !== 0 && performance.now() < until;) {
       sleeping = (await client.unsafe(`select count(*)::int as n from pg_stat_activity where query like 'select pg_sleep%' and state = 'active' and pid <> pg_backend_pid()`))[0]!.n
     }
-    t.equal(sleeping, 0, 'the server is no longer running it (cancelled)')
+    t.equal(sleeping, 0, 'the server is no longer running it (statement_timeout)')
     t.equal(Number(((await db.execute(sql`select 1 as n`)) as unknown as { n: number }[])[0]!.n), 1, 'the next statement runs')
   })
 
@@ -69,7 +72,8 @@ t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATA
 
   t.test('a transaction that cannot begin in time never runs its body', async (t) => {
     // Both connections busy for 1.5 s: BEGIN cannot get one before the deadline.
-    const busy = [client`select pg_sleep(1.5)`, client`select pg_sleep(1.5)`].map((q) => q.then(() => {}))
+    const sleepPastTheDeadline = () => client.begin(async (s) => { await s`set local statement_timeout = 0`; await s`select pg_sleep(1.5)` })
+    const busy = [sleepPastTheDeadline(), sleepPastTheDeadline()].map((q) => q.then(() => {}))
     await new Promise((r) => setTimeout(r, 100))
     let bodyRan = false
     const { err, ms } = await timed(() => db.transaction(async (tx) => {
@@ -82,5 +86,13 @@ t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATA
     await new Promise((r) => setTimeout(r, 200))
     t.equal(bodyRan, false, 'its body never ran, even once a connection was free')
     t.same(await rows(), ['kept'], 'nothing was written')
+  })
+
+  t.test("the service's pool carries the deadline as statement_timeout", async (t) => {
+    const config = loadConfig({ DATABASE_URL: url, DATABASE_QUERY_TIMEOUT: '1234', SECRET_KEY: 'x'.repeat(44) })
+    const handle = await openDatabase(config)
+    t.teardown(() => handle.close())
+    const [row] = await handle.db.execute(sql`show statement_timeout`) as unknown as { statement_timeout: string }[]
+    t.equal(row!.statement_timeout, '1234ms')
   })
 })
