@@ -40,6 +40,9 @@ import mfaRoutes from './modules/mfa/routes.js'
 import gatewayRoutes from './modules/gateway/routes.js'
 import oauth from './modules/oauth/plugin.js'
 import { MfaService } from './modules/mfa/service.js'
+import mail from './modules/mail/plugin.js'
+import mailbox from './modules/mailbox/plugin.js'
+import mailboxRoutes from './modules/mailbox/routes.js'
 import type { DatabaseHandle } from './db/client.js'
 
 declare module 'fastify' {
@@ -52,6 +55,7 @@ declare module 'fastify' {
     mfa: MfaService
     authService: AuthService
     recentAuth: RecentAuthentication
+    lockout: Lockout
   }
 }
 
@@ -190,6 +194,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   await app.register(revocation)
   await app.register(tenancy)
   await app.register(authenticate)
+  await app.register(mail)
   const audit = new AuditLog({ db: app.db, clock: app.clock, log: app.log })
   app.addHook('onClose', () => audit.flush())
   app.decorate('audit', audit)
@@ -205,11 +210,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   app.decorate('sessions', sessions)
   app.decorate('mfa', mfa)
   app.decorate('recentAuth', recentAuth)
-  app.decorate('authService', new AuthService({ db, config, clock, hasher, sessions, audit, lockout, mfa, profiles, apiKeys: app.apiKeys }))
+  app.decorate('lockout', lockout)
+  await app.register(mailbox)
+  app.decorate('authService', new AuthService({ db, config, clock, hasher, sessions, audit, lockout, mfa, profiles, apiKeys: app.apiKeys, mailbox: app.mailbox }))
 
   await app.register(healthRoutes)
   await app.register(keysRoutes)
   await app.register(authRoutes, { prefix: '/api/v1' })
+  await app.register(mailboxRoutes, { prefix: '/api/v1' })
   await app.register(sessionRoutes, { prefix: '/api/v1' })
   await app.register(mfaRoutes, { prefix: '/api/v1' })
   await app.register(organizationRoutes, { prefix: '/api/v1' })

@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { ConfigError, ConfigSchema, loadConfig, loadDotEnv, resolveSecretKey, type Config } from './config.js'
 import { buildApp } from './app.js'
 import { openDatabase } from './db/client.js'
+import { listRecentMail } from './modules/mail/repository.js'
 
 export const OPENAPI_FILE = join(import.meta.dirname, '..', 'openapi', 'openapi.yaml')
 
@@ -102,6 +103,20 @@ async function run(args: string[]): Promise<number> {
       console.error('openapi/openapi.yaml differs from the code: run `npm run openapi` and commit the result')
       return 1
     }
+    case 'mail list': {
+      // Recent outbox rows and their state; never their content (it is sealed, and erased once sent).
+      const handle = await openDatabase(envConfig())
+      try {
+        await handle.migrate()
+        const rows = await listRecentMail(handle.db, 50)
+        if (!rows.length) console.log('no mail in the outbox')
+        for (const r of rows) {
+          console.log([r.createdAt.toISOString(), r.state.padEnd(7), r.kind.padEnd(20), r.recipient, `attempts=${r.attempts}`,
+            r.sentAt ? `sent=${r.sentAt.toISOString()}` : '', r.lastError ? `error=${JSON.stringify(r.lastError)}` : ''].filter(Boolean).join('  '))
+        }
+      } finally { await handle.close() }
+      return 0
+    }
     case 'env example': {
       const lines = ['# Portcullis configuration: every variable with its default. Copy to .env and edit.', '']
       for (const [name, schema] of Object.entries(ConfigSchema.properties)) {
@@ -111,7 +126,7 @@ async function run(args: string[]): Promise<number> {
       return 0
     }
     default:
-      console.error('usage: npm run cli -- migrate | keys rotate | openapi export | openapi check | env example | create-user --email E')
+      console.error('usage: npm run cli -- migrate | keys rotate | mail list | openapi export | openapi check | env example | create-user --email E')
       return 2
   }
 }

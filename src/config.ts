@@ -98,6 +98,26 @@ export const ConfigSchema = Type.Object({
   PUBLIC_URL: Type.String({ default: '', pattern: '^(|https?://[^\\s]+)$', description: 'Public base URL for discovery documents; empty: JWT_ISSUER' }),
   METRICS_TOKEN: Type.String({ default: '', description: 'Bearer token that GET /metrics requires; empty: open' }),
   CORS_ORIGINS: Type.String({ default: '', description: 'Comma-separated origins allowed by CORS (e.g. https://app.example.com); empty: CORS off' }),
+  APP_NAME: Type.String({ default: 'Portcullis', minLength: 1, maxLength: 100, description: 'Product name in mail' }),
+  APP_URL: Type.String({
+    default: 'http://localhost:3000', pattern: '^https?://[^\\s?#]+$',
+    description: 'The front end that receives mailed links (/reset-password, /verify-email, /confirm-email ?token=); links are built from this only, never from Host headers',
+  }),
+  SMTP_URL: Type.String({
+    default: '', pattern: '^(|smtps?://[^\\s]+)$',
+    description: 'smtp://user:pass@host:587 (STARTTLS when offered) or smtps://…:465; empty: mail is kept in the outbox and written to the log',
+  }),
+  MAIL_FROM: Type.String({ default: 'Portcullis <no-reply@localhost>', minLength: 3, maxLength: 320, description: 'From address of every mail' }),
+  MAIL_MAX_ATTEMPTS: Int(8, 1, 100, 'Deliveries tried per message before it is marked failed'),
+  MAIL_RETRY_BASE: Int(5000, 10, 3_600_000, 'Milliseconds before the first retry of a failed delivery; doubles each attempt (at most an hour)'),
+  MAIL_POLL_INTERVAL: Int(1000, 10, 60_000, 'Milliseconds between looks at the outbox for due mail (mail queued on this instance leaves at once)'),
+  PASSWORD_RESET_TTL: Int(1800, 60, 86400, 'Seconds a password-reset link stays valid'),
+  EMAIL_VERIFICATION_TTL: Int(86400, 60, 2_592_000, 'Seconds an email-verification or email-change link stays valid'),
+  EMAIL_VERIFICATION: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('required')], {
+    default: 'optional', description: 'off: no verification mail; optional: mailed, login allowed; required: login refused (403 EMAIL_NOT_VERIFIED) until verified',
+  }),
+  RATE_LIMIT_PASSWORD_RESET: Int(5, 1, 100_000, 'Forgot-password and reset requests per minute per client IP'),
+  RATE_LIMIT_MAIL_PER_EMAIL: Int(3, 1, 100_000, 'Reset, verification and email-change mails per email address per hour'),
   SCOPES: CsvList(DEFAULT_SCOPES, 'Scopes that tokens and API keys can carry'),
   MEMBER_SCOPES: CsvList(DEFAULT_MEMBER_SCOPES, 'Scopes of the member role (owners and admins hold every scope)'),
 })

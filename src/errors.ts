@@ -9,9 +9,11 @@ export const ERROR_CODES = {
   REFRESH_FAILED: { status: 401, message: 'Refresh token is invalid, expired or revoked' },
   REFRESH_TOKEN_REUSED: { status: 401, message: 'Refresh token was already used; the session has been revoked' },
   MFA_INVALID: { status: 401, message: 'Invalid or expired two-factor code' },
+  INVALID_LINK: { status: 400, message: 'This link is invalid, expired or already used' },
   FORBIDDEN: { status: 403, message: 'Not allowed' },
   INSUFFICIENT_SCOPE: { status: 403, message: 'The credential lacks a required scope' },
   REAUTHENTICATION_REQUIRED: { status: 403, message: 'This change needs the password (and a two-factor code), or a recent login' },
+  EMAIL_NOT_VERIFIED: { status: 403, message: 'Confirm your email address first: follow the link mailed to you, or ask for a new one' },
   NOT_FOUND: { status: 404, message: 'Not found' },
   EMAIL_TAKEN: { status: 409, message: 'An account with this email already exists' },
   CONFLICT: { status: 409, message: 'Conflict' },
@@ -56,7 +58,7 @@ export class AppError extends Error {
 export const CODE_BY_STATUS: Record<number, ErrorCode> = Object.fromEntries(
   (Object.entries(ERROR_CODES) as [ErrorCode, { status: number }][])
     .filter(([code]) => !['INVALID_CREDENTIALS', 'REFRESH_FAILED', 'REFRESH_TOKEN_REUSED', 'MFA_INVALID',
-      'INSUFFICIENT_SCOPE', 'REAUTHENTICATION_REQUIRED', 'EMAIL_TAKEN'].includes(code))
+      'INSUFFICIENT_SCOPE', 'REAUTHENTICATION_REQUIRED', 'EMAIL_TAKEN', 'INVALID_LINK', 'EMAIL_NOT_VERIFIED'].includes(code))
     .map(([code, { status }]) => [status, code]),
 )
 

@@ -21,6 +21,8 @@ export const users = pgTable('users', {
   /** The last accepted TOTP time step: a code is never accepted twice. */
   totpLastStep: bigint('totp_last_step', { mode: 'number' }),
   disabledAt: timestamp('disabled_at', { withTimezone: true, mode: 'date' }),
+  /** When the current address was proven by a mailed link; cleared by nothing but an address change. */
+  emailVerifiedAt: timestamp('email_verified_at', { withTimezone: true, mode: 'date' }),
   createdAt: createdAt(),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull(),
 }, (t) => [uniqueIndex('users_email_lower_key').on(sql`lower(${t.email})`)])
@@ -165,3 +167,53 @@ export const loginFailures = pgTable('login_failures', {
   windowStartedAt: timestamp('window_started_at', { withTimezone: true, mode: 'date' }).notNull(),
   lockedUntil: timestamp('locked_until', { withTimezone: true, mode: 'date' }),
 })
+
+/**
+ * The transactional outbox: a mail is a row written in the transaction that
+ * caused it and delivered by a sender in every instance (claimed with
+ * FOR UPDATE SKIP LOCKED). The content carries single-use links, so it is
+ * sealed with a key derived from SECRET_KEY and erased once sent. A
+ * forgot-password row is queued without content; the sender prepares it (or
+ * skips it when no account has the address), so that the request does the
+ * same work whether the account exists or not.
+ */
+export const mailOutbox = pgTable('mail_outbox', {
+  id: text('id').primaryKey(),
+  kind: text('kind').notNull(),
+  recipient: text('recipient').notNull(),
+  userId: text('user_id'),
+  subject: text('subject'),
+  contentSealed: text('content_sealed'),
+  state: text('state', { enum: ['pending', 'sent', 'failed', 'skipped'] }).notNull(),
+  attempts: integer('attempts').notNull().default(0),
+  nextAttemptAt: timestamp('next_attempt_at', { withTimezone: true, mode: 'date' }).notNull(),
+  /** A sender's claim: another sender takes the row only once this has passed. */
+  lockedUntil: timestamp('locked_until', { withTimezone: true, mode: 'date' }),
+  lastError: text('last_error'),
+  createdAt: createdAt(),
+  sentAt: timestamp('sent_at', { withTimezone: true, mode: 'date' }),
+}, (t) => [
+  index('mail_outbox_due_idx').on(t.nextAttemptAt).where(sql`${t.state} = 'pending'`),
+  index('mail_outbox_created_idx').on(t.createdAt),
+  check('mail_outbox_state_check', sql`${t.state} in ('pending', 'sent', 'failed', 'skipped')`),
+])
+
+/**
+ * Single-use tokens sent by mail, one purpose each; only the SHA-256 is
+ * stored. `email` is the address the link was mailed to: a token proves that
+ * address and no other (an address change makes older tokens useless).
+ */
+export const mailTokens = pgTable('mail_tokens', {
+  id: text('id').primaryKey(),
+  purpose: text('purpose', { enum: ['password_reset', 'email_verification', 'email_change'] }).notNull(),
+  userId: text('user_id').notNull().references(() => users.id, { onDelete: 'cascade' }),
+  email: text('email').notNull(),
+  tokenHash: text('token_hash').notNull(),
+  createdAt: createdAt(),
+  expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+  usedAt: timestamp('used_at', { withTimezone: true, mode: 'date' }),
+}, (t) => [
+  uniqueIndex('mail_tokens_hash_key').on(t.tokenHash),
+  index('mail_tokens_user_idx').on(t.userId, t.purpose),
+  check('mail_tokens_purpose_check', sql`${t.purpose} in ('password_reset', 'email_verification', 'email_change')`),
+])

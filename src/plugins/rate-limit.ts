@@ -35,6 +35,8 @@ declare module 'fastify' {
     spendBudget(reply: FastifyReply, key: string): void
     /** Counts a request against a named per-client limit decided inside a handler (429 past it). */
     consumeClientLimit(request: FastifyRequest, name: string, perMinute: number): Promise<void>
+    /** Counts a request against a named limit on something other than the client (an email address): 429 past it. */
+    consumeKeyedLimit(request: FastifyRequest, limit: { name: string; key: string; max: number; windowMs: number }): Promise<void>
   }
 }
 
@@ -98,12 +100,15 @@ export default fp(async (app) => {
 
   // Limits applied from inside a handler, where the route alone does not say which applies.
   const limiters = new Map<string, ReturnType<typeof app.createRateLimit>>()
-  async function consume(request: FastifyRequest, name: string, perMinute: number, what: string) {
+  // What each request is counted as, for the limiter's keyGenerator (which sees only the request).
+  const countedAs = new WeakMap<FastifyRequest, string>()
+  async function consume(request: FastifyRequest, name: string, perMinute: number, what: string, key = byIp(request), windowMs = MINUTE) {
     let limiter = limiters.get(name)
     if (!limiter) {
-      limiter = app.createRateLimit({ max: perMinute, timeWindow: MINUTE, keyGenerator: (r) => `${name}:${byIp(r)}` })
+      limiter = app.createRateLimit({ max: perMinute, timeWindow: windowMs, keyGenerator: (r) => `${name}:${countedAs.get(r)}` })
       limiters.set(name, limiter)
     }
+    countedAs.set(request, key)
     const counted = await limiter(request)
     if (!counted.isAllowed && counted.isExceeded) {
       throw new AppError('RATE_LIMITED', `${what}; retry in ${counted.ttlInSeconds} s`, undefined, {
@@ -113,6 +118,8 @@ export default fp(async (app) => {
     }
   }
   app.decorate('consumeClientLimit', (request: FastifyRequest, name: string, perMinute: number) => consume(request, name, perMinute, 'Too many requests'))
+  app.decorate('consumeKeyedLimit', (request: FastifyRequest, limit: { name: string; key: string; max: number; windowMs: number }) =>
+    consume(request, limit.name, limit.max, 'Too many requests', limit.key, limit.windowMs))
   // Failed credentials guard against guessing, so across instances they are counted exactly: in
   // Redis, one round trip per failure (only failures pay it). A single instance counts them in
   // process, with no I/O (a flood of bad credentials is the load this counter exists for).

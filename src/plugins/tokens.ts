@@ -23,6 +23,8 @@ export interface AccessTokenClaims {
   sid?: string
   /** When the user proved a password (and second factor) for this session, epoch seconds (OIDC Core §2). */
   auth_time?: number
+  /** Whether the user's current address was proven by a mailed link when the token was issued (OIDC Core §5.1). */
+  email_verified?: boolean
   jti: string
   iat: number
   exp: number
@@ -35,6 +37,7 @@ export interface AccessTokenInput {
   scopes: readonly string[]
   sessionId: string
   authTime: number
+  emailVerified: boolean
 }
 
 export interface ClientTokenInput {
@@ -149,6 +152,7 @@ export default fp(async (app) => {
         scope: input.scopes.join(' '),
         sid: input.sessionId,
         auth_time: input.authTime,
+        email_verified: input.emailVerified,
         jti: randomUUID(),
         iat,
         exp: iat + config.ACCESS_TOKEN_TTL,

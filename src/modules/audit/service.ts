@@ -15,6 +15,7 @@ export const AUDIT_ACTIONS = [
   'api_key.created', 'api_key.revoked', 'api_key.rotated',
   'member.added', 'member.removed', 'member.role_changed',
   'organization.created', 'organization.renamed',
+  'password.reset', 'email.verified', 'email.change_requested', 'email.changed',
 ] as const
 export type AuditAction = (typeof AUDIT_ACTIONS)[number]
 

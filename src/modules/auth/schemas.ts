@@ -21,6 +21,7 @@ export const UserSchema = Type.Object({
   name: Type.Union([Type.String(), Type.Null()]),
   is_superadmin: Type.Boolean(),
   mfa_enabled: Type.Boolean(),
+  email_verified: Type.Boolean({ description: 'The current address was proven by a mailed link' }),
   created_at: Timestamp,
 }, { $id: 'User' })
 
@@ -47,10 +48,20 @@ export const TokenFields = {
   refresh_token: Type.String({ description: 'Opaque, single-use; rotate it with POST /auth/refresh' }),
 }
 
-export const RegisterResponseSchema = Type.Object({
+export const RegisteredSchema = Type.Object({
   user: Type.Ref(UserSchema),
   organization: Type.Ref(OrganizationWithRoleSchema),
   ...TokenFields,
+}, { $id: 'Registered' })
+
+export const RegisteredUnverifiedSchema = Type.Object({
+  user: Type.Ref(UserSchema),
+  organization: Type.Ref(OrganizationWithRoleSchema),
+  email_verification_required: Type.Literal(true),
+}, { $id: 'RegisteredUnverified', description: 'EMAIL_VERIFICATION=required: no session until the mailed link is followed' })
+
+export const RegisterResponseSchema = Type.Union([Type.Ref(RegisteredSchema), Type.Ref(RegisteredUnverifiedSchema)], {
+  description: 'The account with its tokens; or, when email verification is required, the account alone',
 })
 
 export const LoginJsonBodySchema = Type.Object({
@@ -117,4 +128,4 @@ export const ChangePasswordBodySchema = Type.Object({
   code: Type.Optional(Type.String({ minLength: 6, maxLength: 32, description: 'With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW' })),
 }, { additionalProperties: false })
 
-export const SHARED_SCHEMAS = [UserSchema, OrganizationWithRoleSchema, LoginTokensSchema, MfaRequiredSchema]
+export const SHARED_SCHEMAS = [UserSchema, OrganizationWithRoleSchema, LoginTokensSchema, MfaRequiredSchema, RegisteredSchema, RegisteredUnverifiedSchema]

@@ -15,6 +15,7 @@ import type { Lockout } from './lockout.js'
 import type { ProfileCache } from './profile-cache.js'
 import type { ApiKeyVerifier } from '../api-keys/verifier.js'
 import type { MfaService } from '../mfa/service.js'
+import type { MailboxService } from '../mailbox/service.js'
 import * as repo from './repository.js'
 import type { LoginInput, RegisterBody } from './schemas.js'
 
@@ -29,11 +30,15 @@ export interface AuthServiceDeps {
   mfa: MfaService
   profiles: ProfileCache
   apiKeys: ApiKeyVerifier
+  mailbox: MailboxService
 }
 
 const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
 
 export const normalizeEmail = (email: string) => email.trim().toLowerCase()
+
+/** A normalized address of a plausible shape (the mailbox proves the rest). */
+export const isEmailAddress = (email: string) => EMAIL_SHAPE.test(email) && email.length <= 254
 
 export function userView(user: repo.UserRow) {
   return {
@@ -42,6 +47,7 @@ export function userView(user: repo.UserRow) {
     name: user.name,
     is_superadmin: user.isSuperadmin,
     mfa_enabled: user.mfaEnabled,
+    email_verified: user.emailVerifiedAt !== null,
     created_at: user.createdAt.toISOString(),
   }
 }
@@ -52,7 +58,7 @@ export class AuthService {
   async register(body: RegisterBody, meta: ClientMeta) {
     const { db, config, clock, hasher } = this.deps
     const email = normalizeEmail(body.email)
-    if (!EMAIL_SHAPE.test(email) || email.length > 254) throw validationError('email', 'must be an email address')
+    if (!isEmailAddress(email)) throw validationError('email', 'must be an email address')
     const problem = checkPasswordPolicy(body.password, config.PASSWORD_MIN_LENGTH, {
       email, name: body.name, companyName: body.company_name,
     })
@@ -63,31 +69,35 @@ export class AuthService {
     const user: repo.UserRow = {
       id: newId('usr', now.getTime()), email, name: body.name?.trim() || null, passwordHash,
       isSuperadmin: false, mfaEnabled: false, totpSecretSealed: null, totpPendingSecretSealed: null, totpLastStep: null,
-      disabledAt: null, createdAt: now, updatedAt: now,
+      disabledAt: null, emailVerifiedAt: null, createdAt: now, updatedAt: now,
     }
     const org = {
       id: newId('org', now.getTime()),
       name: body.company_name?.trim() || `${user.name ?? email.split('@')[0]}'s workspace`,
       credits: config.WELCOME_CREDITS, createdAt: now, updatedAt: now,
     }
-    let tokens: TokenPair
+    const verification = config.EMAIL_VERIFICATION
+    let tokens: TokenPair | undefined
     try {
-      // All or nothing: a user never exists without its organization, owner membership and session.
+      // All or nothing: a user never exists without its organization, owner membership, session
+      // (unless verification is required first) and verification mail.
       tokens = await db.transaction(async (tx) => {
         await repo.insertUser(tx, user)
         await orgRepo.insertOrganization(tx, org)
         await orgRepo.insertMembership(tx, { orgId: org.id, userId: user.id, role: 'owner', createdAt: now })
-        return this.deps.sessions.start(tx, user.id, { orgId: org.id, role: 'owner' }, meta)
+        if (verification !== 'off') await this.deps.mailbox.queueVerification(tx, user)
+        if (verification === 'required') return undefined
+        return this.deps.sessions.start(tx, { id: user.id, emailVerified: false }, { orgId: org.id, role: 'owner' }, meta)
       })
     } catch (err) {
       if (isUniqueViolation(err)) throw new AppError('EMAIL_TAKEN')
       throw err
     }
-    return {
-      user: userView(user),
-      organization: { id: org.id, name: org.name, role: 'owner' as const, credits: org.credits, created_at: now.toISOString() },
-      ...tokens,
-    }
+    if (verification !== 'off') this.deps.mailbox.mailQueued()
+    const organization = { id: org.id, name: org.name, role: 'owner' as const, credits: org.credits, created_at: now.toISOString() }
+    // With verification required, no session until the address is proven (login answers EMAIL_NOT_VERIFIED until then).
+    if (!tokens) return { user: userView(user), organization, email_verification_required: true as const }
+    return { user: userView(user), organization, ...tokens }
   }
 
   async login(input: LoginInput, meta: ClientMeta) {
@@ -105,6 +115,8 @@ export class AuthService {
       })
       throw new AppError('INVALID_CREDENTIALS')
     }
+    // After the password check, so it tells nothing to someone without the password.
+    if (this.deps.config.EMAIL_VERIFICATION === 'required' && !user.emailVerifiedAt) throw new AppError('EMAIL_NOT_VERIFIED')
     if (hasher.needsRehash(user.passwordHash)) {
       await repo.updatePasswordHash(db, user.id, await hasher.hash(input.password), new Date(clock.now()))
     }
@@ -126,7 +138,7 @@ export class AuthService {
 
   private async completeLogin(user: repo.UserRow, orgId: string | undefined, meta: ClientMeta) {
     const membership = await this.chooseMembership(user.id, orgId)
-    const tokens = await this.deps.sessions.start(this.deps.db, user.id, membership, meta)
+    const tokens = await this.deps.sessions.start(this.deps.db, { id: user.id, emailVerified: user.emailVerifiedAt !== null }, membership, meta)
     this.deps.audit.record({ orgId: membership.orgId, action: 'login.succeeded', actorUserId: user.id, ip: meta.ip })
     return { ...tokens, user: userView(user) }
   }

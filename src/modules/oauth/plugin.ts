@@ -14,7 +14,7 @@ import { OAuthError, OAuthTokenService, invalidClient, type OAuthClient, type OA
 
 const GRANT_ERRORS: Partial<Record<ErrorCode, OAuthErrorCode>> = {
   INVALID_CREDENTIALS: 'invalid_grant', REFRESH_FAILED: 'invalid_grant', REFRESH_TOKEN_REUSED: 'invalid_grant',
-  ACCOUNT_LOCKED: 'invalid_grant', FORBIDDEN: 'invalid_grant', UNAUTHORIZED: 'invalid_client',
+  ACCOUNT_LOCKED: 'invalid_grant', FORBIDDEN: 'invalid_grant', EMAIL_NOT_VERIFIED: 'invalid_grant', UNAUTHORIZED: 'invalid_client',
   VALIDATION_ERROR: 'invalid_request', BAD_REQUEST: 'invalid_request', UNSUPPORTED_MEDIA_TYPE: 'invalid_request',
   PAYLOAD_TOO_LARGE: 'invalid_request', RATE_LIMITED: 'temporarily_unavailable', SERVICE_UNAVAILABLE: 'temporarily_unavailable',
 }

@@ -40,7 +40,7 @@ export interface TokenPair {
 }
 
 type RefreshOutcome =
-  | { kind: 'issued'; child: string; userId: string; sessionId: string; authTime: Date; orgId: string; role: Role }
+  | { kind: 'issued'; child: string; userId: string; emailVerified: boolean; sessionId: string; authTime: Date; orgId: string; role: Role }
   | { kind: 'reused'; userId: string; sessionId: string }
 
 export class SessionService {
@@ -51,7 +51,8 @@ export class SessionService {
   }
 
   /** Starts a session and its first refresh token (inside the caller's transaction when given one). */
-  async start(db: Queryable, userId: string, membership: { orgId: string; role: Role }, meta: ClientMeta): Promise<TokenPair> {
+  async start(db: Queryable, user: { id: string; emailVerified: boolean }, membership: { orgId: string; role: Role }, meta: ClientMeta): Promise<TokenPair> {
+    const userId = user.id
     const { config } = this.deps
     const now = this.now()
     const sessionId = newId('ses', now.getTime())
@@ -65,7 +66,7 @@ export class SessionService {
       id: newId('rtk', now.getTime()), sessionId, parentId: null, tokenHash: hashRefreshToken(refreshToken),
       createdAt: now, expiresAt: this.tokenExpiry(now, expiresAt),
     })
-    return this.pair(userId, sessionId, now, membership, refreshToken)
+    return this.pair(userId, sessionId, now, membership, refreshToken, user.emailVerified)
   }
 
   /** Rotates a refresh token; see SPEC §4 "Refresh tokens and sessions". */
@@ -79,7 +80,7 @@ export class SessionService {
       this.deps.log.warn({ sessionId: outcome.sessionId, userId: outcome.userId }, 'refresh token reuse detected; session revoked')
       throw new AppError('REFRESH_TOKEN_REUSED')
     }
-    return this.pair(outcome.userId, outcome.sessionId, outcome.authTime, outcome, outcome.child)
+    return this.pair(outcome.userId, outcome.sessionId, outcome.authTime, outcome, outcome.child, outcome.emailVerified)
   }
 
   private async rotateInTransaction(tx: Queryable, presented: string, requestedOrgId?: string): Promise<RefreshOutcome> {
@@ -96,9 +97,11 @@ export class SessionService {
       const withinGrace = now.getTime() - token.usedAt.getTime() <= config.REFRESH_REUSE_GRACE * 1000
       // An idempotent retry: the immediate parent of the live token, soon after it was used.
       if (withinGrace && existing && !existing.usedAt && existing.tokenHash === hashRefreshToken(child)) {
+        const user = await userRepo.findUserById(tx, session.userId)
+        if (!user || user.disabledAt) throw new AppError('REFRESH_FAILED')
         const membership = await this.membershipFor(tx, session.userId, requestedOrgId ?? session.orgId)
         await repo.touchSession(tx, session.id, membership.orgId, now)
-        return { kind: 'issued', child, userId: session.userId, sessionId: session.id, authTime: session.createdAt, ...membership }
+        return { kind: 'issued', child, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
       }
       await repo.revokeSessions(tx, session.userId, [session.id], now)
       this.deps.audit.record({ orgId: session.orgId, action: 'refresh.reuse_detected', actorUserId: session.userId, targetType: 'session', targetId: session.id })
@@ -115,7 +118,7 @@ export class SessionService {
       createdAt: now, expiresAt: this.tokenExpiry(now, session.expiresAt),
     })
     await repo.touchSession(tx, session.id, membership.orgId, now)
-    return { kind: 'issued', child, userId: session.userId, sessionId: session.id, authTime: session.createdAt, ...membership }
+    return { kind: 'issued', child, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
   }
 
   /**
@@ -135,6 +138,16 @@ export class SessionService {
     const revoked = await repo.revokeSessions(this.deps.db, userId, which, this.now(), exceptId)
     await this.deps.revocation.publishRevokedSessions(revoked)
     return revoked
+  }
+
+  /** Revokes inside the caller's transaction; once it has committed, announceRevoked(the ids returned). */
+  revokeWithin(tx: Queryable, userId: string, which: repo.SessionSelector): Promise<string[]> {
+    return repo.revokeSessions(tx, userId, which, this.now())
+  }
+
+  /** Tells every instance (and this one) that these sessions are revoked. */
+  announceRevoked(ids: string[]): Promise<void> {
+    return this.deps.revocation.publishRevokedSessions(ids)
   }
 
   /** The session a refresh token belongs to, when it is the given user's. */
@@ -159,10 +172,10 @@ export class SessionService {
   }
 
   /** A session's access tokens carry its login time as auth_time: refreshing proves no password. */
-  private pair(userId: string, sessionId: string, authTime: Date, membership: { orgId: string; role: Role }, refreshToken: string): TokenPair {
+  private pair(userId: string, sessionId: string, authTime: Date, membership: { orgId: string; role: Role }, refreshToken: string, emailVerified: boolean): TokenPair {
     const { token, expiresIn } = this.deps.tokens.signAccessToken({
       userId, orgId: membership.orgId, role: membership.role,
-      scopes: scopesOfRole(this.deps.config, membership.role), sessionId, authTime: Math.floor(authTime.getTime() / 1000),
+      scopes: scopesOfRole(this.deps.config, membership.role), sessionId, authTime: Math.floor(authTime.getTime() / 1000), emailVerified,
     })
     return { access_token: token, token_type: 'Bearer', expires_in: expiresIn, refresh_token: refreshToken }
   }

@@ -1,0 +1,124 @@
+// Delivers the outbox: every instance runs one sender, which claims due rows
+// (SKIP LOCKED, so two senders never take the same row), sends them and
+// retries failures with exponential backoff up to MAIL_MAX_ATTEMPTS. It runs
+// beside the requests, never inside them: a mail server that is down delays
+// mail, never a request.
+import type { FastifyBaseLogger } from 'fastify'
+import type { Config } from '../../config.js'
+import type { Database } from '../../db/client.js'
+import type { Clock } from '../../lib/clock.js'
+import type { Outbox } from './outbox.js'
+import * as repo from './repository.js'
+import type { MailTransport } from './transport.js'
+
+/**
+ * How long a claim lasts: longer than a send can take (the SMTP timeouts in transport.ts
+ * add up to 40 s), so a row is taken again only when its sender is gone.
+ */
+export const CLAIM_MS = 60_000
+const BATCH = 10
+const MAX_BACKOFF_MS = 3_600_000
+
+export interface MailSenderDeps {
+  db: Database
+  config: Config
+  clock: Clock
+  outbox: Outbox
+  transport: MailTransport
+  log: FastifyBaseLogger
+}
+
+export class MailSender {
+  private timer: NodeJS.Timeout | undefined
+  private running: Promise<void> | undefined
+  private again = false
+  private stopped = true
+
+  constructor(private readonly deps: MailSenderDeps) {}
+
+  start(): void {
+    this.stopped = false
+    this.schedule(0)
+  }
+
+  /** Look now (mail was just queued here), or right after the round in progress. */
+  wake(): void {
+    if (this.stopped) return
+    if (this.running) this.again = true
+    else this.schedule(0)
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    clearTimeout(this.timer)
+    await this.running
+  }
+
+  /** One round: claims and delivers due mail until none is left. Returns how many rows it took. */
+  async deliverDue(): Promise<number> {
+    let taken = 0
+    for (;;) {
+      const now = new Date(this.deps.clock.now())
+      const rows = await repo.claimDueMail(this.deps.db, now, new Date(now.getTime() + CLAIM_MS), BATCH)
+      for (const row of rows) await this.deliver(row)
+      taken += rows.length
+      if (rows.length < BATCH || this.stopped) return taken
+    }
+  }
+
+  private schedule(ms: number) {
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.round(), ms).unref()
+  }
+
+  private round() {
+    this.again = false
+    this.running = this.deliverDue()
+      .then(() => {}, (err: unknown) => { this.deps.log.warn({ err }, 'mail sender: could not read the outbox; trying again') })
+      .finally(() => {
+        this.running = undefined
+        if (!this.stopped) this.schedule(this.again ? 0 : this.deps.config.MAIL_POLL_INTERVAL)
+      })
+  }
+
+  private async deliver(row: repo.OutboxRow) {
+    const { db, outbox, transport, log } = this.deps
+    try {
+      const content = row.contentSealed ? outbox.open(row.id, row.contentSealed) : await this.prepare(row)
+      if (!content) {
+        await repo.markMailSkipped(db, row.id)
+        return
+      }
+      await transport.send({ ...content, id: row.id, kind: row.kind, to: row.recipient })
+      await repo.markMailSent(db, row.id, new Date(this.deps.clock.now()))
+    } catch (err) {
+      await this.failed(row, err).catch((e: unknown) => log.warn({ err: e, mailId: row.id }, 'mail sender: could not record a failed delivery'))
+    }
+  }
+
+  /** A row queued without content: its kind's preparer makes it (or finds nothing to send). */
+  private async prepare(row: repo.OutboxRow) {
+    const preparer = this.deps.outbox.preparerOf(row.kind)
+    if (!preparer) throw new Error(`no preparer for mail of kind ${row.kind}`)
+    return this.deps.db.transaction((tx) => preparer(tx, row))
+  }
+
+  private async failed(row: repo.OutboxRow, err: unknown) {
+    const { config, db, log, clock } = this.deps
+    const reason = describe(err)
+    if (row.attempts >= config.MAIL_MAX_ATTEMPTS) {
+      await repo.markMailFailed(db, row.id, reason)
+      log.error({ mailId: row.id, kind: row.kind, attempts: row.attempts, reason }, 'mail could not be delivered; given up')
+      return
+    }
+    const delay = Math.min(config.MAIL_RETRY_BASE * 2 ** (row.attempts - 1), MAX_BACKOFF_MS)
+    await repo.scheduleMailRetry(db, row.id, new Date(clock.now() + delay), reason)
+    log.warn({ mailId: row.id, kind: row.kind, attempts: row.attempts, retryInMs: delay, reason }, 'mail delivery failed; will retry')
+  }
+}
+
+/** A short reason for the row and the log: the error's code and message, never the mail. */
+function describe(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown }
+  return `${e.code ? `${String(e.code)}: ` : ''}${String(e.message ?? err)}`.slice(0, 500)
+}
