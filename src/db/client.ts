@@ -80,7 +80,7 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
   }
   const client = postgres(url, {
     ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60,
-    connection: { ...options.connection, ...serverDeadline(config.DATABASE_QUERY_TIMEOUT) },
+    connection: { ...options.connection, ...(config.DATABASE_SERVER_TIMEOUT ? serverDeadline(config.DATABASE_QUERY_TIMEOUT) : {}) },
   })
   const db = drizzle(withDeadline(client, config.DATABASE_QUERY_TIMEOUT, config.DATABASE_PREPARED_STATEMENTS), { schema }) as unknown as Database
   return {

@@ -5,15 +5,20 @@
 // wait as long as the database does. Past the deadline the caller gets an
 // error the error handler answers with 503.
 //
-// The client never sends a cancel request. PostgreSQL cancels whatever a
-// backend runs when the request arrives, not the statement it was meant for:
+// The client never sends a cancel request for a statement it has written to
+// the connection (one still queued in the pool is dropped from the queue,
+// which involves no request). PostgreSQL cancels whatever a backend runs when
+// the request arrives, not the statement it was meant for:
 // after a hang, the requests arrive with the thaw, and a pipelined connection
 // has moved on, so a cancel hit the next statement (a login's lockout read got
 // another statement's row; a registration committed an organization without
 // its member, in the hung-database fault test with prepared statements). The
 // server ends its own long statements instead: `statement_timeout`, set to the
 // same deadline on every connection (serverDeadline), applies to the very
-// statement that runs long.
+// statement that runs long. What that leaves: a statement already written
+// behind a slow one (postgres.js pipelines prepared statements) still runs
+// when its turn comes, after its caller was answered 503; outside a
+// transaction, such a write may land late.
 //
 // What a deadline cannot settle: when COMMIT itself times out, the transaction
 // may still commit once the database answers. It commits whole or not at all.
@@ -65,6 +70,8 @@ function deadlined(query: Query, ms: number, onTimeout?: Fail) {
   const run = () => outcome ??= new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       const err = new QueryTimeoutError('a statement', ms)
+      // Not yet written to a connection (no backend state): dropping it from the pool's queue sends nothing.
+      if (!(query as unknown as { state?: unknown }).state) Promise.resolve(query.cancel()).catch(() => {})
       onTimeout?.(err)
       reject(err)
     }, ms)
@@ -102,7 +109,9 @@ function beginWithDeadline(client: Sql, ms: number, prepare: boolean, args: unkn
       clearTimeout(timer)
       if (settled) throw new QueryTimeoutError('BEGIN', ms)
       const result = await body(withDeadline(sql, ms, prepare, fail))
-      if (!settled) timer = setTimeout(() => fail(new QueryTimeoutError('COMMIT', ms)), ms)
+      // Given up while the body ran (and the body went on, say by catching the error): roll back, never commit.
+      if (settled) throw new QueryTimeoutError('a statement', ms)
+      timer = setTimeout(() => fail(new QueryTimeoutError('COMMIT', ms)), ms)
       return result
     })
     transaction.then((value) => {

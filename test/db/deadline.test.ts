@@ -88,6 +88,25 @@ t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATA
     t.same(await rows(), ['kept'], 'nothing was written')
   })
 
+  t.test('the server ending a statement (57014) is a 503, like the client deadline', async (t) => {
+    const serverOnly = postgres(url, { max: 1, onnotice: () => {}, connection: serverDeadline(100) })
+    t.teardown(() => serverOnly.end({ timeout: 5 }))
+    const err = await drizzle(serverOnly).execute(sql`select pg_sleep(1)`).then(() => null, (e: unknown) => e)
+    t.equal(((err as Error).cause as { code?: string })?.code, '57014', 'statement_timeout ended it')
+    t.ok(isDatabaseUnavailable(err), 'answered 503')
+  })
+
+  t.test('a transaction whose body carries on after its deadline rolls back, never commits', async (t) => {
+    const err = await db.transaction(async (tx) => {
+      await tx.execute(sql.raw(`insert into ${table} (id) values ('swallowed')`))
+      await tx.execute(sql`select pg_sleep(0.5)`).catch(() => {}) // a body that swallows the timeout
+      await new Promise((r) => setTimeout(r, 300))
+    }).then(() => null, (e: unknown) => e)
+    t.ok(isDatabaseUnavailable(err), '503-class error')
+    await new Promise((r) => setTimeout(r, 300))
+    t.notOk((await rows()).includes('swallowed'), 'nothing of it is committed')
+  })
+
   t.test("the service's pool carries the deadline as statement_timeout", async (t) => {
     const config = loadConfig({ DATABASE_URL: url, DATABASE_QUERY_TIMEOUT: '1234', SECRET_KEY: 'x'.repeat(44) })
     const handle = await openDatabase(config)

@@ -13,10 +13,12 @@ import t from 'tap'
 import type { Sql } from 'postgres'
 import { QueryTimeoutError, withDeadline } from '../../src/db/deadline.js'
 
-/** A client whose every statement hangs, as on a frozen server, and which counts cancel requests. */
-function frozenClient() {
+/** A client whose every statement hangs, as on a frozen server, and which records cancels. */
+function frozenClient(written: boolean) {
   const cancels: string[] = []
   const statement = (text: string) => ({
+    // postgres.js sets `state` (the backend's) once it has written the statement to a connection.
+    state: written ? { pid: 1, secret: 2 } : undefined,
     then: () => new Promise(() => {}),
     values() { return this },
     cancel: () => { cancels.push(text) },
@@ -25,12 +27,21 @@ function frozenClient() {
   return { client, cancels }
 }
 
-t.test('a given-up statement sends no cancel request', async (t) => {
-  const { client, cancels } = frozenClient()
+const giveUp = async (client: Sql) => {
   const deadlined = withDeadline(client, 50, true)
   const err = await (deadlined.unsafe('select 1') as unknown as Promise<unknown>).then(() => null, (e: unknown) => e)
-  t.ok(err instanceof QueryTimeoutError, 'given up at the deadline')
   await new Promise((r) => setTimeout(r, 50))
+  return err
+}
+
+t.test('a given-up statement already written to a connection gets no cancel request', async (t) => {
+  const { client, cancels } = frozenClient(true)
+  t.ok(await giveUp(client) instanceof QueryTimeoutError, 'given up at the deadline')
   t.same(cancels, [], 'no cancel request, which would stop whatever the connection runs when it arrives')
 })
 
+t.test('a given-up statement still queued in the pool is dropped from the queue', async (t) => {
+  const { client, cancels } = frozenClient(false)
+  t.ok(await giveUp(client) instanceof QueryTimeoutError, 'given up at the deadline')
+  t.same(cancels, ['select 1'], 'removed from the queue (postgres.js sends nothing for an unsent statement), so it never runs late')
+})
