@@ -52,6 +52,7 @@ export interface TestAppOptions extends BuildOptions {
 export const RELAXED_LIMITS = {
   RATE_LIMIT_LOGIN: '100000', RATE_LIMIT_REGISTER: '100000', RATE_LIMIT_REFRESH: '100000',
   RATE_LIMIT_VERIFY_2FA: '100000', RATE_LIMIT_GLOBAL: '1000000', RATE_LIMIT_AUTH_FAILURES: '1000000',
+  RATE_LIMIT_PASSWORD_RESET: '100000', RATE_LIMIT_MAIL_PER_EMAIL: '100000',
 }
 
 export function testConfig(env: Record<string, string>): Config {

@@ -57,16 +57,17 @@ const mailboxRoutes: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/auth/email/verify/resend', {
-    config: { auth: { org: false } },
+    config: { rateLimit: app.ipRateLimit(config.RATE_LIMIT_PASSWORD_RESET) },
     schema: {
       tags: TAGS, operationId: 'resendEmailVerification', summary: 'Mail a new verification link (the previous one stops working)',
+      description: 'Always 202 with the same body, whether or not an unverified account has the address (no session needed: with EMAIL_VERIFICATION=required there is none yet).',
+      body: ForgotPasswordBodySchema,
       response: { 202: AcceptedSchema, ...errorResponses(409) },
     },
   }, async (request, reply) => {
-    const auth = sessionAuth(request)
-    await app.consumeKeyedLimit(request, { name: 'mail-to', key: `user:${auth.userId}`, max: config.RATE_LIMIT_MAIL_PER_EMAIL, windowMs: HOUR })
-    await service.resendVerification(auth.userId)
-    return reply.code(202).send({ message: 'Unless the address is verified already, a new link is on its way' })
+    await perAddress(request, request.body.email)
+    await service.resendVerification(request.body.email)
+    return reply.code(202).send({ message: 'If an unverified account has this address, a new link is on its way' })
   })
 
   app.post('/auth/email', {

@@ -4,7 +4,7 @@ import { PASSWORD_MAX_LENGTH } from '../../lib/password-policy.js'
 const EmailInput = Type.String({ minLength: 3, maxLength: 320, description: 'Email address (case-insensitive)' })
 const MailedToken = Type.String({ minLength: 1, maxLength: 200, description: 'The `token` of the mailed link' })
 
-export const ForgotPasswordBodySchema = Type.Object({ email: EmailInput }, { additionalProperties: false })
+export const ForgotPasswordBodySchema = Type.Object({ email: EmailInput }, { additionalProperties: false, description: 'An email address' })
 
 export const AcceptedSchema = Type.Object({
   message: Type.String(),

@@ -38,8 +38,9 @@ export interface MailboxServiceDeps {
 
 export class MailboxService {
   constructor(private readonly deps: MailboxServiceDeps) {
-    // A forgot-password mail is queued without content; the sender makes it here (see forgotPassword).
+    // Forgot-password and re-sent verification mails are queued without content; the sender makes them here.
     deps.outbox.prepareWith('password_reset', (tx, row) => this.prepareReset(tx, row))
+    deps.outbox.prepareWith('email_verification', (tx, row) => this.prepareVerification(tx, row))
   }
 
   /**
@@ -105,13 +106,27 @@ export class MailboxService {
     this.deps.outbox.queued()
   }
 
-  /** Re-sends the verification mail (a new link; the old one dies). Nothing to do once verified. */
-  async resendVerification(userId: string): Promise<void> {
+  /**
+   * Re-sends a verification link (the old one dies) to an address, if an unverified account
+   * has it. Public, since with EMAIL_VERIFICATION=required the user has no session: like a
+   * forgot-password request, it queues one row whatever the address, and the sender decides.
+   */
+  async resendVerification(rawEmail: string): Promise<void> {
     if (this.deps.config.EMAIL_VERIFICATION === 'off') throw new AppError('CONFLICT', 'Email verification is off')
-    const user = await userRepo.findUserById(this.deps.db, userId)
-    if (!user || user.emailVerifiedAt) return
-    await this.deps.db.transaction((tx) => this.queueVerification(tx, user))
+    const email = normalizeEmail(rawEmail)
+    if (!isEmailAddress(email)) throw validationError('email', 'must be an email address')
+    await this.deps.outbox.queue(this.deps.db, { kind: 'email_verification', to: email })
     this.deps.outbox.queued()
+  }
+
+  /** The content of a queued re-send: a new link, or nothing when no unverified account has the address. */
+  private async prepareVerification(tx: Queryable, row: { id: string; recipient: string }) {
+    const user = await userRepo.findUserByEmail(tx, row.recipient)
+    if (!user || user.disabledAt || user.emailVerifiedAt) return null
+    const token = await this.deps.tokens.issue(tx, 'email_verification', user, this.deps.config.EMAIL_VERIFICATION_TTL)
+    const content = templates.emailVerification(this.deps.config, token)
+    await storePreparedMail(tx, row.id, { userId: user.id, subject: content.subject, contentSealed: this.deps.outbox.seal(row.id, content) })
+    return content
   }
 
   /** Marks the address the token was mailed to as verified, if it is still the account's address. */

@@ -1,0 +1,100 @@
+// A real SMTP server for the mail tests: the smtp-server package on a free
+// loopback port, every message parsed with mailparser. Tests read the mail a
+// user would get and follow its link.
+import type { Test } from 'tap'
+import { SMTPServer } from 'smtp-server'
+import { simpleParser, type ParsedMail } from 'mailparser'
+import { freePort } from './server.js'
+
+export interface TestSmtp {
+  url: string
+  port: number
+  /** Every message received, in order. */
+  messages: ParsedMail[]
+  /** Resolves with the first message to `to` (after `skip` earlier ones) matching `match`; rejects after `ms`. */
+  waitFor(to: string, match?: (mail: ParsedMail) => boolean, ms?: number): Promise<ParsedMail>
+  /** Messages to an address so far. */
+  to(address: string): ParsedMail[]
+  stop(): Promise<void>
+  /** Listens again on the same port. */
+  start(): Promise<void>
+}
+
+const recipients = (mail: ParsedMail) => [mail.to].flat().flatMap((a) => a?.value ?? []).map((v) => v.address?.toLowerCase())
+
+/** The `token` of the first link in a mail (plain-text part). */
+export function tokenIn(mail: ParsedMail): string {
+  const link = linkIn(mail)
+  const token = new URL(link).searchParams.get('token')
+  if (!token) throw new Error(`no token in ${link}`)
+  return token
+}
+
+export function linkIn(mail: ParsedMail): string {
+  const match = /https?:\/\/\S+/.exec(mail.text ?? '')
+  if (!match) throw new Error(`no link in mail "${mail.subject}"`)
+  return match[0]
+}
+
+export async function startSmtp(t: Test, options: { user?: string; pass?: string } = {}): Promise<TestSmtp> {
+  const port = await freePort()
+  const messages: ParsedMail[] = []
+  const waiters = new Set<() => void>()
+  let server: SMTPServer | undefined
+
+  const listen = () => new Promise<void>((resolve, reject) => {
+    server = new SMTPServer({
+      logger: false,
+      disabledCommands: ['STARTTLS'],
+      authOptional: !options.user,
+      allowInsecureAuth: true,
+      onAuth(auth, _session, callback) {
+        if (auth.username === options.user && auth.password === options.pass) return callback(null, { user: auth.username })
+        return callback(new Error('Invalid username or password'))
+      },
+      onData(stream, _session, callback) {
+        simpleParser(stream).then((mail) => {
+          messages.push(mail)
+          for (const wake of waiters) wake()
+          callback()
+        }, callback)
+      },
+    })
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', () => resolve())
+  })
+  const close = () => new Promise<void>((resolve) => { if (server) server.close(() => resolve()); else resolve() })
+  await listen()
+  t.teardown(close)
+
+  const credentials = options.user ? `${encodeURIComponent(options.user)}:${encodeURIComponent(options.pass ?? '')}@` : ''
+  const smtp: TestSmtp = {
+    url: `smtp://${credentials}127.0.0.1:${port}`,
+    port,
+    messages,
+    to: (address) => messages.filter((m) => recipients(m).includes(address.toLowerCase())),
+    waitFor(to, match = () => true, ms = 10_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const found = smtp.to(to).find(match)
+          if (!found) return false
+          waiters.delete(check)
+          clearTimeout(timer)
+          resolve(found)
+          return true
+        }
+        const timer = setTimeout(() => { waiters.delete(check); reject(new Error(`no mail to ${to} within ${ms} ms (${messages.length} received)`)) }, ms)
+        waiters.add(check)
+        check()
+      })
+    },
+    stop: close,
+    start: listen,
+  }
+  return smtp
+}
+
+/** Config for an app that mails through `smtp`, polling and retrying quickly. */
+export const mailEnv = (smtp: TestSmtp, extra: Record<string, string> = {}) => ({
+  SMTP_URL: smtp.url, MAIL_POLL_INTERVAL: '50', MAIL_RETRY_BASE: '50', APP_URL: 'https://app.example.test', ...extra,
+})
