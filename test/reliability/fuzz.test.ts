@@ -21,6 +21,7 @@ import {
   bodyOf, encodeSegment, fieldValue, formEncode, headerSafe, Hint, hugeString, oddString, operations, Raw,
   type BodySpec, type Operation, type Val,
 } from '../helpers/fuzz-schema.js'
+import { mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
 
 const SEED = Number(process.env.FUZZ_SEED ?? 0x5eed_c0de)
 const RUNS = Math.max(200, Number(process.env.FUZZ_RUNS ?? 200))
@@ -32,7 +33,10 @@ t.comment(`FUZZ_SEED=${SEED} (replay: FUZZ_SEED=${SEED} npx tap test/reliability
 
 // ---------------------------------------------------------------- the server
 
+// A real SMTP server: the mailed-link operations get their tokens from the mail, as users do.
+const smtp = await startSmtp(t)
 const server = await startServer(t, {
+  ...mailEnv(smtp),
   LOG_LEVEL: 'warn', ARGON2_MEMORY_KIB: '1024', ARGON2_TIME_COST: '1',
   // The maximum the configuration allows (1000): fuzzed logins and 2FA codes never lock the fixtures' emails.
   LOCKOUT_MAX_ATTEMPTS: '1000',
@@ -108,6 +112,31 @@ const S = await (async () => {
   return { owner, key, foreign, login, pool, outsiders, mfa }
 })()
 
+/** Mailed tokens: the first few requests of an operation get a live one; the rest a well-formed dead one. */
+const LIVE_MAILED_TOKENS = 6
+const DEAD_TOKEN = 'A'.repeat(43)
+
+/** Mailed tokens of accounts made for them, read from their mail before the fuzzing fills the outbox. */
+const MAILED = await (async () => {
+  const times = <T>(make: () => Promise<T>) => Promise.all(Array.from({ length: LIVE_MAILED_TOKENS }, make))
+  const verification = await times(async () => {
+    const p = await registerUser('verify')
+    return tokenIn(await smtp.waitFor(p.email, (m) => /confirm your email address/.test(m.subject ?? '')))
+  })
+  const reset = await times(async () => {
+    const p = await registerUser('reset')
+    await call('POST', '/api/v1/auth/password/forgot', { body: { email: p.email }, expect: [202] })
+    return tokenIn(await smtp.waitFor(p.email, (m) => /reset your password/.test(m.subject ?? '')))
+  })
+  const change = await times(async () => {
+    const p = await registerUser('change')
+    const to = uniqueEmail('moved')
+    await call('POST', '/api/v1/auth/email', { token: p.token, body: { new_email: to }, expect: [202] })
+    return tokenIn(await smtp.waitFor(to, (m) => /confirm your new email address/.test(m.subject ?? '')))
+  })
+  return { verification, reset, change }
+})()
+
 /**
  * How an operation's live values are made. stable: the long-lived fixtures.
  * fresh*: a new account per request (what logout, password change, 2FA and
@@ -124,7 +153,9 @@ const MODES: Record<string, Mode> = {
   revokeApiKey: 'freshKey', rotateApiKey: 'freshKey',
   addMember: 'members', updateMember: 'members', removeMember: 'members',
   verifyTwoFactor: 'mfaLogin',
+  changeEmail: 'fresh',
 }
+
 
 const ORG = ['orgId', 'foreignOrgId']
 const TOKENS = ['accessToken', 'refreshToken', 'apiKeyToken']
@@ -159,6 +190,12 @@ const HINTS: Record<string, Record<string, string[]>> = {
     client_id: ['clientId'], client_secret: ['apiKeyToken'], scope: ['scopeQuery'],
   },
   revokeToken: { token: TOKENS },
+  forgotPassword: { email: ['loginEmail', 'freshEmail'] },
+  resendEmailVerification: { email: ['loginEmail', 'freshEmail'] },
+  resetPassword: { token: ['resetToken'], new_password: ['newPassword', 'password'] },
+  verifyEmail: { token: ['verificationToken', 'resetToken'] },
+  changeEmail: { new_email: ['freshEmail'], password: ['password'] },
+  confirmEmailChange: { token: ['emailChangeToken', 'verificationToken'] },
 }
 
 const ODD_DATES = ['2024-02-30T00:00:00Z', '9999-12-31T23:59:59Z', '2999-01-01T24:00:00Z', '2999-12-31T23:59:60Z', '2999-01-01T00:00:00+14:00',
@@ -245,6 +282,11 @@ class RequestContext {
       case 'scopeQuery': return SCOPE_QUERIES[h.n % SCOPE_QUERIES.length]
       case 'grantType': return GRANT_TYPES[h.n % GRANT_TYPES.length]
       case 'clientId': return S.key.id
+      // Mailed tokens of the fresh account, read from the mail it gets.
+      // Live until the few read from mail before fuzzing (fixtures below) are used up.
+      case 'verificationToken': return MAILED.verification.pop() ?? DEAD_TOKEN
+      case 'resetToken': return MAILED.reset.pop() ?? DEAD_TOKEN
+      case 'emailChangeToken': return MAILED.change.pop() ?? DEAD_TOKEN
       default: throw new Error(`unknown hint ${h.name}`)
     }
   }
@@ -506,7 +548,7 @@ for (const op of ops) {
 }
 
 t.test('coverage', async (t) => {
-  t.equal(operations().length, 37, 'the document has 37 operations (HEAD /api/v1/auth/verify implicit)')
+  t.equal(operations().length, 43, 'the document has 43 operations (HEAD /api/v1/auth/verify implicit)')
   t.equal(ops.length, ONLY ? ops.length : operations().length, 'every operation fuzzed')
 })
 
