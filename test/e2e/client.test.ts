@@ -11,6 +11,7 @@ import type { paths } from './generated/portcullis.js'
 import { checkResponse } from '../helpers/spec-validator.js'
 import { ROOT, startServer } from '../helpers/server.js'
 import { STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
 
 const GENERATED = join(ROOT, 'test', 'e2e', 'generated', 'portcullis.d.ts')
 
@@ -91,4 +92,36 @@ t.test('register → login → me → org → member → key → call with key �
   t.equal(refusedRefresh.error?.error.code, 'REFRESH_FAILED', 'and so is its refresh token')
 
   t.equal(checked.length, 13, 'every response was checked against the spec')
+})
+
+t.test('forgot → mail → reset → login with the new password, and the old session refused, via the generated client', async (t) => {
+  const smtp = await startSmtp(t)
+  const server = await startServer(t, mailEnv(smtp))
+  const client = createClient<paths>({ baseUrl: server.base })
+  client.use({
+    async onResponse({ request, response }) {
+      const text = await response.clone().text()
+      const result = checkResponse(request.method, new URL(request.url).pathname, response.status, text ? JSON.parse(text) : undefined)
+      t.ok(result.declared && result.ok, `${request.method} ${new URL(request.url).pathname} → ${response.status} matches the spec ${result.errors}`)
+    },
+  })
+  const email = uniqueEmail('e2e-reset')
+  const registered = await client.POST('/api/v1/auth/register', { body: { email, password: STRONG_PASSWORD } })
+  t.equal(registered.response.status, 201)
+  const old = registered.data && 'access_token' in registered.data ? registered.data.access_token : ''
+  t.ok(old, 'a session')
+
+  const forgot = await client.POST('/api/v1/auth/password/forgot', { body: { email } })
+  t.equal(forgot.response.status, 202)
+  const mail = await smtp.waitFor(email, (m) => /reset your password/.test(m.subject ?? ''))
+  const NEW = 'amber-falcon-meadow-58'
+  const reset = await client.POST('/api/v1/auth/password/reset', { body: { token: tokenIn(mail), new_password: NEW } })
+  t.equal(reset.response.status, 204)
+
+  const oldLogin = await client.POST('/api/v1/auth/login', { body: { email, password: STRONG_PASSWORD } })
+  t.equal(oldLogin.response.status, 401, 'the old password is refused')
+  const login = await client.POST('/api/v1/auth/login', { body: { email, password: NEW } })
+  t.equal(login.response.status, 200, 'the new password logs in')
+  const me = await client.GET('/api/v1/auth/me', { headers: { authorization: `Bearer ${old}` } })
+  t.equal(me.response.status, 401, 'the session from before the reset is refused')
 })
