@@ -48,6 +48,7 @@ export const IntrospectionSchema = Type.Object({
   sid: Type.Optional(Type.String()),
   client_id: Type.Optional(Type.String()),
   auth_time: Type.Optional(Type.Integer()),
+  email_verified: Type.Optional(Type.Boolean()),
   key_id: Type.Optional(Type.String()),
   exp: Type.Optional(Type.Integer()),
   iat: Type.Optional(Type.Integer()),

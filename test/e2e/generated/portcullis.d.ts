@@ -6269,6 +6269,7 @@ export interface operations {
                         sid?: string;
                         client_id?: string;
                         auth_time?: number;
+                        email_verified?: boolean;
                         key_id?: string;
                         exp?: number;
                         iat?: number;
