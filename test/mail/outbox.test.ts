@@ -80,12 +80,21 @@ t.test('a change that rolls back sends nothing', async (t) => {
   const app = await buildTestApp(t, { env: { ...FAST_ARGON2, ...mailEnv(smtp) } })
   const user = await register(app)
   await smtp.waitFor(user.email)
-  // A second registration with the address fails on the unique index after queuing its verification mail.
+  // A mail queued in a transaction that then fails: neither the row nor the mail may exist.
+  const doomed = uniqueEmail('doomed')
+  await app.db.transaction(async (tx) => {
+    await app.outbox.queue(tx, { kind: 'password_changed', to: doomed, content: { subject: 'never', text: 'never', html: '<p>never</p>' } })
+    throw new Error('the change fails after queuing its mail')
+  }).catch(() => {})
+  app.outbox.queued()
+  // A second registration with the address fails on the unique index: nothing of it is queued either.
   const again = await app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { email: user.email, password: STRONG_PASSWORD } })
   t.equal(again.statusCode, 409)
   await new Promise((r) => setTimeout(r, 500))
   t.equal(smtp.to(user.email).length, 1, 'only the first registration mailed')
   t.equal((await app.db.select().from(mailOutbox).where(eq(mailOutbox.recipient, user.email))).length, 1, 'one outbox row')
+  t.same(smtp.to(doomed), [], 'a mail queued in a rolled-back transaction is never sent')
+  t.equal((await app.db.select().from(mailOutbox).where(eq(mailOutbox.recipient, doomed))).length, 0, 'and has no row')
 })
 
 t.test('SMTP_URL credentials authenticate to the server', async (t) => {

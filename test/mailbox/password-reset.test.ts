@@ -4,7 +4,7 @@ import t from 'tap'
 import { count, eq } from 'drizzle-orm'
 import { mailOutbox } from '../../src/db/schema.js'
 import { buildTestApp, FakeClock, FAST_ARGON2, within } from '../helpers/app.js'
-import { bearer, login, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { bearer, login, register, uniqueEmail } from '../helpers/api.js'
 import { linkIn, mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
 
 const NEW_PASSWORD = 'copper-lantern-harbor-92'
@@ -139,5 +139,4 @@ t.test('malformed, unknown and wrong-purpose tokens are one clear error', async 
   }
   t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/password/reset', payload: { token: 'x' } })).statusCode, 422, 'no password')
   t.equal((await forgot('not-an-email')).statusCode, 422)
-  t.equal(STRONG_PASSWORD.length > 0, true)
 })

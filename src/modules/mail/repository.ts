@@ -60,11 +60,13 @@ export const spendUnusedTokens = (db: Queryable, userId: string, purposes: MailT
   db.update(mailTokens).set({ usedAt: at })
     .where(and(eq(mailTokens.userId, userId), inArray(mailTokens.purpose, purposes), isNull(mailTokens.usedAt)))
 
+/** The token with this hash, if it is of the purpose, unspent and unexpired. */
+const liveToken = (purpose: MailTokenPurpose, tokenHash: string, now: Date) =>
+  and(eq(mailTokens.tokenHash, tokenHash), eq(mailTokens.purpose, purpose), isNull(mailTokens.usedAt), sql`${mailTokens.expiresAt} > ${now.toISOString()}::timestamptz`)
+
 /** A live token of the purpose, without spending it (to check what it would do first). */
 export async function findLiveToken(db: Queryable, purpose: MailTokenPurpose, tokenHash: string, now: Date): Promise<MailTokenRow | undefined> {
-  const [row] = await db.select().from(mailTokens)
-    .where(and(eq(mailTokens.tokenHash, tokenHash), eq(mailTokens.purpose, purpose), isNull(mailTokens.usedAt), sql`${mailTokens.expiresAt} > ${now.toISOString()}::timestamptz`))
-    .limit(1)
+  const [row] = await db.select().from(mailTokens).where(liveToken(purpose, tokenHash, now)).limit(1)
   return row
 }
 
@@ -73,8 +75,6 @@ export async function findLiveToken(db: Queryable, purpose: MailTokenPurpose, to
  * requests with the same token exactly one gets the row back.
  */
 export async function spendToken(db: Queryable, purpose: MailTokenPurpose, tokenHash: string, now: Date): Promise<MailTokenRow | undefined> {
-  const [row] = await db.update(mailTokens).set({ usedAt: now })
-    .where(and(eq(mailTokens.tokenHash, tokenHash), eq(mailTokens.purpose, purpose), isNull(mailTokens.usedAt), sql`${mailTokens.expiresAt} > ${now.toISOString()}::timestamptz`))
-    .returning()
+  const [row] = await db.update(mailTokens).set({ usedAt: now }).where(liveToken(purpose, tokenHash, now)).returning()
   return row
 }

@@ -17,6 +17,12 @@ const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/
 
 export const invalidLink = () => new AppError('INVALID_LINK')
 
+/** The stored form of a presented token; anything not shaped like one is refused unread. */
+function hashOf(token: string): string {
+  if (!TOKEN_SHAPE.test(token)) throw invalidLink()
+  return sha256(token)
+}
+
 export class MailTokens {
   constructor(private readonly deps: { clock: Clock }) {}
 
@@ -34,16 +40,14 @@ export class MailTokens {
 
   /** The live token, unspent (to check what it would do before spending it); INVALID_LINK otherwise. */
   async peek(db: Queryable, purpose: MailTokenPurpose, token: string): Promise<repo.MailTokenRow> {
-    if (!TOKEN_SHAPE.test(token)) throw invalidLink()
-    const row = await repo.findLiveToken(db, purpose, sha256(token), new Date(this.deps.clock.now()))
+    const row = await repo.findLiveToken(db, purpose, hashOf(token), new Date(this.deps.clock.now()))
     if (!row) throw invalidLink()
     return row
   }
 
   /** Spends the token: exactly one caller gets it; INVALID_LINK for every other and for a dead token. */
   async spend(db: Queryable, purpose: MailTokenPurpose, token: string): Promise<repo.MailTokenRow> {
-    if (!TOKEN_SHAPE.test(token)) throw invalidLink()
-    const row = await repo.spendToken(db, purpose, sha256(token), new Date(this.deps.clock.now()))
+    const row = await repo.spendToken(db, purpose, hashOf(token), new Date(this.deps.clock.now()))
     if (!row) throw invalidLink()
     return row
   }

@@ -17,7 +17,7 @@ import * as userRepo from '../auth/repository.js'
 import { isEmailAddress, normalizeEmail } from '../auth/service.js'
 import type { Outbox } from '../mail/outbox.js'
 import { storePreparedMail } from '../mail/repository.js'
-import { templates } from '../mail/templates.js'
+import { templates, type MailContent } from '../mail/templates.js'
 import { invalidLink, type MailTokens } from '../mail/tokens.js'
 import type { ClientMeta, SessionService } from '../sessions/service.js'
 import * as repo from './repository.js'
@@ -39,8 +39,14 @@ export interface MailboxServiceDeps {
 export class MailboxService {
   constructor(private readonly deps: MailboxServiceDeps) {
     // Forgot-password and re-sent verification mails are queued without content; the sender makes them here.
-    deps.outbox.prepareWith('password_reset', (tx, row) => this.prepareReset(tx, row))
-    deps.outbox.prepareWith('email_verification', (tx, row) => this.prepareVerification(tx, row))
+    const { config } = deps
+    deps.outbox.prepareWith('password_reset', (tx, row) => this.prepareTokenMail(tx, row, {
+      purpose: 'password_reset', ttlSeconds: config.PASSWORD_RESET_TTL, template: templates.passwordReset, wanted: () => true,
+    }))
+    deps.outbox.prepareWith('email_verification', (tx, row) => this.prepareTokenMail(tx, row, {
+      purpose: 'email_verification', ttlSeconds: config.EMAIL_VERIFICATION_TTL, template: templates.emailVerification,
+      wanted: (user) => !user.emailVerifiedAt,
+    }))
   }
 
   /**
@@ -53,16 +59,6 @@ export class MailboxService {
     if (!isEmailAddress(email)) throw validationError('email', 'must be an email address')
     await this.deps.outbox.queue(this.deps.db, { kind: 'password_reset', to: email })
     this.deps.outbox.queued()
-  }
-
-  /** The content of a queued reset: a new token (older ones are spent), or nothing for an unknown or disabled address. */
-  private async prepareReset(tx: Queryable, row: { id: string; recipient: string }) {
-    const user = await userRepo.findUserByEmail(tx, row.recipient)
-    if (!user || user.disabledAt) return null
-    const token = await this.deps.tokens.issue(tx, 'password_reset', user, this.deps.config.PASSWORD_RESET_TTL)
-    const content = templates.passwordReset(this.deps.config, token)
-    await storePreparedMail(tx, row.id, { userId: user.id, subject: content.subject, contentSealed: this.deps.outbox.seal(row.id, content) })
-    return content
   }
 
   /**
@@ -119,12 +115,20 @@ export class MailboxService {
     this.deps.outbox.queued()
   }
 
-  /** The content of a queued re-send: a new link, or nothing when no unverified account has the address. */
-  private async prepareVerification(tx: Queryable, row: { id: string; recipient: string }) {
+  /**
+   * The content of a row queued without it: a new token of `purpose` (older ones are spent)
+   * for the account with the row's address, or nothing when no account there should get one.
+   */
+  private async prepareTokenMail(tx: Queryable, row: { id: string; recipient: string }, mail: {
+    purpose: 'password_reset' | 'email_verification'
+    ttlSeconds: number
+    template: (config: Config, token: string) => MailContent
+    wanted: (user: userRepo.UserRow) => boolean
+  }) {
     const user = await userRepo.findUserByEmail(tx, row.recipient)
-    if (!user || user.disabledAt || user.emailVerifiedAt) return null
-    const token = await this.deps.tokens.issue(tx, 'email_verification', user, this.deps.config.EMAIL_VERIFICATION_TTL)
-    const content = templates.emailVerification(this.deps.config, token)
+    if (!user || user.disabledAt || !mail.wanted(user)) return null
+    const token = await this.deps.tokens.issue(tx, mail.purpose, user, mail.ttlSeconds)
+    const content = mail.template(this.deps.config, token)
     await storePreparedMail(tx, row.id, { userId: user.id, subject: content.subject, contentSealed: this.deps.outbox.seal(row.id, content) })
     return content
   }

@@ -135,14 +135,14 @@ export class SessionService {
 
   /** Revokes sessions of a user ('all', ids, or those in an organization), except one; every instance is told. */
   async revoke(userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
-    const revoked = await repo.revokeSessions(this.deps.db, userId, which, this.now(), exceptId)
-    await this.deps.revocation.publishRevokedSessions(revoked)
+    const revoked = await this.revokeWithin(this.deps.db, userId, which, exceptId)
+    await this.announceRevoked(revoked)
     return revoked
   }
 
   /** Revokes inside the caller's transaction; once it has committed, announceRevoked(the ids returned). */
-  revokeWithin(tx: Queryable, userId: string, which: repo.SessionSelector): Promise<string[]> {
-    return repo.revokeSessions(tx, userId, which, this.now())
+  revokeWithin(tx: Queryable, userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
+    return repo.revokeSessions(tx, userId, which, this.now(), exceptId)
   }
 
   /** Tells every instance (and this one) that these sessions are revoked. */
