@@ -131,7 +131,7 @@ const MAILED = await (async () => {
   const change = await times(async () => {
     const p = await registerUser('change')
     const to = uniqueEmail('moved')
-    await call('POST', '/api/v1/auth/email', { token: p.token, body: { new_email: to }, expect: [202] })
+    await call('POST', '/api/v1/auth/email', { token: p.token, body: { new_email: to, password: STRONG_PASSWORD }, expect: [202] })
     return tokenIn(await smtp.waitFor(to, (m) => /confirm your new email address/.test(m.subject ?? '')))
   })
   return { verification, reset, change }

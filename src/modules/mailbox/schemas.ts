@@ -22,6 +22,6 @@ export const MailedTokenBodySchema = Type.Object({ token: MailedToken }, { addit
 
 export const ChangeEmailBodySchema = Type.Object({
   new_email: EmailInput,
-  password: Type.Optional(Type.String({ minLength: 1, maxLength: 2 * PASSWORD_MAX_LENGTH, description: 'The current password, unless the session logged in within REAUTH_WINDOW' })),
+  password: Type.Optional(Type.String({ minLength: 1, maxLength: 2 * PASSWORD_MAX_LENGTH, description: 'The current password: always needed (moving the address moves the account); without it, 403 REAUTHENTICATION_REQUIRED' })),
   code: Type.Optional(Type.String({ minLength: 6, maxLength: 32, description: 'With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW' })),
 }, { additionalProperties: false })

@@ -220,7 +220,7 @@ export interface paths {
         put?: never;
         /**
          * Change the address: a link to the new one, a notice to the old one
-         * @description Needs the password (and a code with 2FA) unless the session logged in within REAUTH_WINDOW. Nothing changes until the link mailed to the new address is followed (POST /auth/email/confirm).
+         * @description Needs the password always (and, with 2FA, a code unless the session logged in within REAUTH_WINDOW). Nothing changes until the link mailed to the new address is followed (POST /auth/email/confirm).
          */
         post: operations["changeEmail"];
         delete?: never;
@@ -2265,7 +2265,7 @@ export interface operations {
                 "application/json": {
                     /** @description Email address (case-insensitive) */
                     new_email: string;
-                    /** @description The current password, unless the session logged in within REAUTH_WINDOW */
+                    /** @description The current password: always needed (moving the address moves the account); without it, 403 REAUTHENTICATION_REQUIRED */
                     password?: string;
                     /** @description With 2FA on: a TOTP or recovery code, unless the session logged in within REAUTH_WINDOW */
                     code?: string;
