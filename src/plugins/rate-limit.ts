@@ -11,12 +11,13 @@
 // through Redis in batches (lib/request-budget): it is on every request's
 // path, and a Redis round trip there would cost more than the request.
 import fp from 'fastify-plugin'
-import rateLimit from '@fastify/rate-limit'
+import rateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { Redis } from 'ioredis'
 import { AppError } from '../errors.js'
 import { clientAddressKey } from '../lib/client-address.js'
 import { RequestBudget } from '../lib/request-budget.js'
+import { SnapshotLocalStore } from './rate-limit-store.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -64,7 +65,8 @@ export default fp(async (app) => {
   await app.register(rateLimit, {
     global: false, // only routes that declare `config.rateLimit`; the rest spend from the budget below
     timeWindow: MINUTE,
-    ...(redis ? { redis, nameSpace: 'portcullis-rl:' } : {}),
+    // In process: a store that hands each request its own count (see rate-limit-store.ts).
+    ...(redis ? { redis, nameSpace: 'portcullis-rl:' } : { store: SnapshotLocalStore as unknown as FastifyRateLimitStoreCtor }),
     skipOnError: true,
     enableDraftSpec: true, // RateLimit-Limit / -Remaining / -Reset, plus Retry-After on 429
     errorResponseBuilder: (_request, context) =>
