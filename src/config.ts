@@ -111,6 +111,7 @@ export const ConfigSchema = Type.Object({
   MAIL_FROM: Type.String({ default: 'Portcullis <no-reply@localhost>', minLength: 3, maxLength: 320, description: 'From address of every mail' }),
   MAIL_MAX_ATTEMPTS: Int(8, 1, 100, 'Deliveries tried per message before it is marked failed'),
   MAIL_RETRY_BASE: Int(5000, 10, 3_600_000, 'Milliseconds before the first retry of a failed delivery; doubles each attempt (at most an hour)'),
+  MAIL_SEND_TIMEOUT: Int(30_000, 100, 600_000, 'Milliseconds one SMTP delivery may take before it is abandoned and retried; a sender holds a message for twice this, so no other instance sends it meanwhile'),
   MAIL_POLL_INTERVAL: Int(1000, 10, 60_000, 'Milliseconds between looks at the outbox for due mail (mail queued on this instance leaves at once)'),
   PASSWORD_RESET_TTL: Int(1800, 60, 86400, 'Seconds a password-reset link stays valid'),
   EMAIL_VERIFICATION_TTL: Int(86400, 60, 2_592_000, 'Seconds an email-verification or email-change link stays valid'),

@@ -36,11 +36,19 @@ export function linkIn(mail: ParsedMail): string {
   return match[0]
 }
 
-export async function startSmtp(t: Test, options: { user?: string; pass?: string } = {}): Promise<TestSmtp> {
+export interface SmtpOptions {
+  user?: string
+  pass?: string
+  /** Milliseconds to hold the answer to the `n`th MAIL FROM (from 1): a slow or stalling server. */
+  stall?: (n: number) => number
+}
+
+export async function startSmtp(t: Test, options: SmtpOptions = {}): Promise<TestSmtp> {
   const port = await freePort()
   const messages: ParsedMail[] = []
   const waiters = new Set<() => void>()
   let server: SMTPServer | undefined
+  let mailFroms = 0
 
   const listen = () => new Promise<void>((resolve, reject) => {
     server = new SMTPServer({
@@ -51,6 +59,11 @@ export async function startSmtp(t: Test, options: { user?: string; pass?: string
       onAuth(auth, _session, callback) {
         if (auth.username === options.user && auth.password === options.pass) return callback(null, { user: auth.username })
         return callback(new Error('Invalid username or password'))
+      },
+      onMailFrom(_address, _session, callback) {
+        const ms = options.stall?.(++mailFroms) ?? 0
+        if (ms > 0) setTimeout(() => callback(), ms)
+        else callback()
       },
       onData(stream, _session, callback) {
         simpleParser(stream).then((mail) => {

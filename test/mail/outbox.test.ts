@@ -2,10 +2,11 @@
 // slows no request and loses no mail; retries give up after MAIL_MAX_ATTEMPTS;
 // two instances never send one mail twice; a rolled-back change sends nothing;
 // without SMTP_URL mail goes to the log; tokens never reach the logs.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Writable } from 'node:stream'
 import { eq, inArray } from 'drizzle-orm'
 import { mailOutbox } from '../../src/db/schema.js'
+import * as repo from '../../src/modules/mail/repository.js'
 import { buildTestApp, FAST_ARGON2, sharedDatabase, within } from '../helpers/app.js'
 import { register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import { mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
@@ -73,6 +74,68 @@ t.test('two instances on one outbox never send a mail twice', async (t) => {
   for (const user of users) await smtp.waitFor(user.email, () => smtp.to(user.email).length >= 2, 15_000)
   await new Promise((r) => setTimeout(r, 500))
   for (const user of users) t.equal(smtp.to(user.email).length, 2, `two requests, two mails to ${user.email}`)
+})
+
+/** Mails queued straight into the outbox, each to an address of its own. */
+async function queueMails(app: Awaited<ReturnType<typeof buildTestApp>>, n: number) {
+  const to = Array.from({ length: n }, () => uniqueEmail('queued'))
+  await app.db.transaction(async (tx) => {
+    for (const address of to) await app.outbox.queue(tx, { kind: 'password_changed', to: address, content: { subject: 'hello', text: 'hello', html: '<p>hello</p>' } })
+  })
+  app.outbox.queued()
+  return to
+}
+
+/**
+ * Two instances on one outbox and an SMTP server that stalls as told: queues `mails`, waits for
+ * each, then `settle` ms more (for a duplicate to show), and asserts each arrived exactly once.
+ */
+async function deliverOnceThroughTwoSenders(t: Test, o: { stall: (n: number) => number; sendTimeout: number; mails: number; settle: number }) {
+  const smtp = await startSmtp(t, { stall: o.stall })
+  const shared = await sharedDatabase(t)
+  const env = { ...FAST_ARGON2, ...mailEnv(smtp, { MAIL_POLL_INTERVAL: '20', MAIL_SEND_TIMEOUT: String(o.sendTimeout) }), EMAIL_VERIFICATION: 'off' }
+  const a = await buildTestApp(t, { ...shared, env })
+  await buildTestApp(t, { ...shared, env })
+  const to = await queueMails(a, o.mails)
+  for (const address of to) await smtp.waitFor(address, undefined, 15_000)
+  await new Promise((r) => setTimeout(r, o.settle))
+  for (const address of to) t.equal(smtp.to(address).length, 1, `one mail to ${address}`)
+  return { a, to }
+}
+
+t.test('a slow server and two instances: each mail is claimed right before its send, so none is sent twice', async (t) => {
+  // Each send takes 300 ms, the claim 2 × MAIL_SEND_TIMEOUT = 2 s: a sender that claimed its
+  // whole backlog (12 × 300 ms) up front would still hold mails whose claims had run out, and
+  // the other instance would send them too.
+  await deliverOnceThroughTwoSenders(t, { stall: () => 300, sendTimeout: 1000, mails: 12, settle: 2500 })
+})
+
+t.test('a send that stalls past MAIL_SEND_TIMEOUT is abandoned before its claim runs out: delivered once, by a retry', async (t) => {
+  // The first two sessions stall 3 s at MAIL FROM, past the claim (1 s). Were the stalled sends
+  // not abandoned, the other instance would take the rows and send them, and then the stalled
+  // sessions would complete too.
+  const { a, to } = await deliverOnceThroughTwoSenders(t, { stall: (n) => (n <= 2 ? 3000 : 0), sendTimeout: 500, mails: 2, settle: 3500 })
+  const rows = await a.db.select().from(mailOutbox).where(inArray(mailOutbox.recipient, to))
+  t.ok(rows.every((r) => r.state === 'sent'), 'sent')
+  t.ok(rows.every((r) => r.attempts >= 2), 'each was abandoned once and delivered by a retry')
+})
+
+t.test('a sender that overran its claim cannot write over the outcome of the sender that took the mail next', async (t) => {
+  const app = await buildTestApp(t, { env: { ...FAST_ARGON2 } })
+  await app.mailSender.stop() // this test plays both senders
+  const [address] = await queueMails(app, 1)
+  const at = (ms: number) => new Date(Date.now() + 60_000 + ms) // due, whatever the clock
+  const first = await repo.claimNextMail(app.db, at(0), at(1000))
+  t.ok(first, 'the first sender claims it')
+  t.notOk(await repo.claimNextMail(app.db, at(500), at(1500)), 'nobody else while the claim holds')
+  const second = await repo.claimNextMail(app.db, at(2000), at(3000))
+  t.equal(second?.id, first!.id, 'the claim ran out: another sender takes it')
+  t.equal(await repo.markMailSent(app.db, { id: second!.id, lockedUntil: second!.lockedUntil! }, at(2100)), true, 'and sends it')
+  const late = await repo.scheduleMailRetry(app.db, { id: first!.id, lockedUntil: first!.lockedUntil! }, at(2200), 'timed out')
+  t.equal(late, false, 'the first sender\'s late failure is not written')
+  const [row] = await app.db.select().from(mailOutbox).where(eq(mailOutbox.recipient, address!))
+  t.equal(row!.state, 'sent', 'the mail stays sent: it is not queued for a third send')
+  t.equal(row!.lastError, null)
 })
 
 t.test('a change that rolls back sends nothing', async (t) => {

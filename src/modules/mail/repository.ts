@@ -10,42 +10,56 @@ export type MailTokenPurpose = MailTokenRow['purpose']
 export const insertMail = (db: Queryable, row: typeof mailOutbox.$inferInsert) => db.insert(mailOutbox).values(row)
 
 /**
- * Claims up to `limit` due rows until `claimUntil`, counting the attempt now (a crash mid-send
- * is an attempt too). SKIP LOCKED: senders in other instances take other rows, never the same.
+ * Claims the next due row until `claimUntil`, counting the attempt now (a crash mid-send is an
+ * attempt too). SKIP LOCKED: senders in other instances take other rows, never the same. One row
+ * at a time, right before its send: a claim's time is then all its own send's.
  */
-export async function claimDueMail(db: Database, now: Date, claimUntil: Date, limit: number): Promise<OutboxRow[]> {
+export async function claimNextMail(db: Database, now: Date, claimUntil: Date): Promise<OutboxRow | undefined> {
   return db.transaction(async (tx) => {
-    const due = await tx.select({ id: mailOutbox.id }).from(mailOutbox)
+    const [due] = await tx.select({ id: mailOutbox.id }).from(mailOutbox)
       .where(and(
         eq(mailOutbox.state, 'pending'), lte(mailOutbox.nextAttemptAt, now),
         or(isNull(mailOutbox.lockedUntil), lte(mailOutbox.lockedUntil, now)),
       ))
-      .orderBy(mailOutbox.nextAttemptAt).limit(limit)
+      .orderBy(mailOutbox.nextAttemptAt).limit(1)
       .for('update', { skipLocked: true })
-    if (!due.length) return []
-    return tx.update(mailOutbox)
+    if (!due) return undefined
+    const [row] = await tx.update(mailOutbox)
       .set({ lockedUntil: claimUntil, attempts: sql`${mailOutbox.attempts} + 1` })
-      .where(inArray(mailOutbox.id, due.map((d) => d.id)))
+      .where(eq(mailOutbox.id, due.id))
       .returning()
+    return row
   })
 }
+
+/**
+ * A claimed row, while the claim is still the one taken (its `locked_until` unchanged): a sender
+ * that overran its claim must not write over the outcome of the sender that took the row next.
+ */
+export interface Claim { id: string; lockedUntil: Date }
+const held = (claim: Claim) => and(eq(mailOutbox.id, claim.id), eq(mailOutbox.lockedUntil, claim.lockedUntil))
 
 /** A queued-without-content row (forgot password) once prepared: its content, and whose it is. */
 export const storePreparedMail = (db: Queryable, id: string, fields: { userId: string; subject: string; contentSealed: string }) =>
   db.update(mailOutbox).set(fields).where(eq(mailOutbox.id, id))
 
-export const markMailSent = (db: Queryable, id: string, at: Date) =>
-  db.update(mailOutbox).set({ state: 'sent', sentAt: at, contentSealed: null, lockedUntil: null, lastError: null }).where(eq(mailOutbox.id, id))
+/** Each outcome is written only under the claim it was reached with; false when the claim was lost. */
+async function settle(db: Queryable, claim: Claim, fields: Partial<typeof mailOutbox.$inferInsert>): Promise<boolean> {
+  const rows = await db.update(mailOutbox).set({ ...fields, lockedUntil: null }).where(held(claim)).returning({ id: mailOutbox.id })
+  return rows.length === 1
+}
+
+export const markMailSent = (db: Queryable, claim: Claim, at: Date) =>
+  settle(db, claim, { state: 'sent', sentAt: at, contentSealed: null, lastError: null })
 
 /** Nothing to send (no account has the address): kept as a row, with no content. */
-export const markMailSkipped = (db: Queryable, id: string) =>
-  db.update(mailOutbox).set({ state: 'skipped', contentSealed: null, lockedUntil: null }).where(eq(mailOutbox.id, id))
+export const markMailSkipped = (db: Queryable, claim: Claim) => settle(db, claim, { state: 'skipped', contentSealed: null })
 
-export const scheduleMailRetry = (db: Queryable, id: string, at: Date, error: string) =>
-  db.update(mailOutbox).set({ nextAttemptAt: at, lockedUntil: null, lastError: error }).where(eq(mailOutbox.id, id))
+export const scheduleMailRetry = (db: Queryable, claim: Claim, at: Date, error: string) =>
+  settle(db, claim, { nextAttemptAt: at, lastError: error })
 
-export const markMailFailed = (db: Queryable, id: string, error: string) =>
-  db.update(mailOutbox).set({ state: 'failed', contentSealed: null, lockedUntil: null, lastError: error }).where(eq(mailOutbox.id, id))
+export const markMailFailed = (db: Queryable, claim: Claim, error: string) =>
+  settle(db, claim, { state: 'failed', contentSealed: null, lastError: error })
 
 export const listRecentMail = (db: Queryable, limit: number) =>
   db.select({

@@ -3,6 +3,13 @@
 // retries failures with exponential backoff up to MAIL_MAX_ATTEMPTS. It runs
 // beside the requests, never inside them: a mail server that is down delays
 // mail, never a request.
+//
+// No mail twice while its sender lives: a row is claimed right before its send,
+// for twice MAIL_SEND_TIMEOUT, and the send is abandoned (its connection closed)
+// at MAIL_SEND_TIMEOUT, so a claim outlasts its send. Only a sender that stalls
+// past its claim, or dies after the server took the mail but before the row
+// says so, can have it sent again (at least once, never at most once; the
+// Message-ID stays the same, so a receiving system can tell).
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../config.js'
 import type { Database } from '../../db/client.js'
@@ -11,12 +18,6 @@ import type { Outbox } from './outbox.js'
 import * as repo from './repository.js'
 import type { MailTransport } from './transport.js'
 
-/**
- * How long a claim lasts: longer than a send can take (the SMTP timeouts in transport.ts
- * add up to 40 s), so a row is taken again only when its sender is gone.
- */
-export const CLAIM_MS = 60_000
-const BATCH = 10
 const MAX_BACKOFF_MS = 3_600_000
 
 export interface MailSenderDeps {
@@ -54,16 +55,18 @@ export class MailSender {
     await this.running
   }
 
-  /** One round: claims and delivers due mail until none is left. Returns how many rows it took. */
+  /** One round: claims and delivers due mail, one row at a time, until none is left. Returns how many it took. */
   async deliverDue(): Promise<number> {
+    const claimMs = 2 * this.deps.config.MAIL_SEND_TIMEOUT
     let taken = 0
-    for (;;) {
-      const now = new Date(this.deps.clock.now())
-      const rows = await repo.claimDueMail(this.deps.db, now, new Date(now.getTime() + CLAIM_MS), BATCH)
-      for (const row of rows) await this.deliver(row)
-      taken += rows.length
-      if (rows.length < BATCH || this.stopped) return taken
-    }
+    do { // a stop ends the round after the mail in hand
+      const now = this.deps.clock.now()
+      const row = await repo.claimNextMail(this.deps.db, new Date(now), new Date(now + claimMs))
+      if (!row) break
+      await this.deliver(row)
+      taken++
+    } while (!this.stopped)
+    return taken
   }
 
   private schedule(ms: number) {
@@ -86,11 +89,11 @@ export class MailSender {
     try {
       const content = row.contentSealed ? outbox.open(row.id, row.contentSealed) : await this.prepare(row)
       if (!content) {
-        await repo.markMailSkipped(db, row.id)
+        this.settled(row, await repo.markMailSkipped(db, claimOf(row)), 'skipped')
         return
       }
       await transport.send({ ...content, id: row.id, kind: row.kind, to: row.recipient })
-      await repo.markMailSent(db, row.id, new Date(this.deps.clock.now()))
+      this.settled(row, await repo.markMailSent(db, claimOf(row), new Date(this.deps.clock.now())), 'sent')
     } catch (err) {
       await this.failed(row, err).catch((e: unknown) => log.warn({ err: e, mailId: row.id }, 'mail sender: could not record a failed delivery'))
     }
@@ -107,15 +110,22 @@ export class MailSender {
     const { config, db, log, clock } = this.deps
     const reason = describe(err)
     if (row.attempts >= config.MAIL_MAX_ATTEMPTS) {
-      await repo.markMailFailed(db, row.id, reason)
+      this.settled(row, await repo.markMailFailed(db, claimOf(row), reason), 'failed')
       log.error({ mailId: row.id, kind: row.kind, attempts: row.attempts, reason }, 'mail could not be delivered; given up')
       return
     }
     const delay = Math.min(config.MAIL_RETRY_BASE * 2 ** (row.attempts - 1), MAX_BACKOFF_MS)
-    await repo.scheduleMailRetry(db, row.id, new Date(clock.now() + delay), reason)
+    this.settled(row, await repo.scheduleMailRetry(db, claimOf(row), new Date(clock.now() + delay), reason), 'retry')
     log.warn({ mailId: row.id, kind: row.kind, attempts: row.attempts, retryInMs: delay, reason }, 'mail delivery failed; will retry')
   }
+
+  /** An outcome reached after the claim ran out is not written: the sender that took the row next owns it. */
+  private settled(row: repo.OutboxRow, written: boolean, outcome: string) {
+    if (!written) this.deps.log.warn({ mailId: row.id, kind: row.kind, outcome }, 'mail sender: the claim on this mail ran out before its outcome was written; another sender owns it')
+  }
 }
+
+const claimOf = (row: repo.OutboxRow): repo.Claim => ({ id: row.id, lockedUntil: row.lockedUntil! })
 
 /** A short reason for the row and the log: the error's code and message, never the mail. */
 function describe(err: unknown): string {

@@ -20,10 +20,10 @@ export interface MailTransport {
 
 /** nodemailer over SMTP_URL (smtp:// upgrades with STARTTLS when offered; smtps:// is TLS from the start). */
 function smtpTransport(config: Config): MailTransport {
+  const limit = config.MAIL_SEND_TIMEOUT
   const transporter = createTransport({
     url: config.SMTP_URL,
-    // Bounded, so a server that accepts and then stalls frees the sender well within its claim (sender.ts).
-    connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000,
+    connectionTimeout: Math.min(10_000, limit), greetingTimeout: Math.min(10_000, limit), socketTimeout: Math.min(20_000, limit),
   }, { from: config.MAIL_FROM })
   return {
     name: 'smtp',
@@ -33,6 +33,9 @@ function smtpTransport(config: Config): MailTransport {
         // One Message-ID per outbox row: a retry after an unknown outcome is recognisably the same mail.
         messageId: `<${mail.id}@portcullis>`,
         headers: { 'X-Portcullis-Kind': mail.kind },
+        // The whole delivery is bounded, not only each wait: a server that answers a byte at a time
+        // would otherwise hold the send past its claim (sender.ts). Abandoning it closes the connection.
+        signal: AbortSignal.timeout(limit),
       })
     },
     close: () => transporter.close(),
