@@ -68,7 +68,9 @@ export async function wrk(url: string, options: WrkOptions): Promise<Run> {
   }
   args.push(url)
   if (options.scriptArgs) args.push('--', ...options.scriptArgs)
-  const { stdout } = await promisify(execFile)('wrk', args, { maxBuffer: 16 << 20 })
+  const { stdout } = await promisify(execFile)('wrk', args, { maxBuffer: 16 << 20 }).catch((err: NodeJS.ErrnoException) => {
+    throw err.code === 'ENOENT' ? new Error('wrk is not installed: apt-get install -y wrk (.ci/run installs it)') : err
+  })
   return parseWrk(stdout)
 }
 
