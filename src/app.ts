@@ -43,6 +43,8 @@ import { MfaService } from './modules/mfa/service.js'
 import mail from './modules/mail/plugin.js'
 import mailbox from './modules/mailbox/plugin.js'
 import mailboxRoutes from './modules/mailbox/routes.js'
+import invitations from './modules/invitations/plugin.js'
+import invitationRoutes from './modules/invitations/routes.js'
 import type { DatabaseHandle } from './db/client.js'
 
 declare module 'fastify' {
@@ -212,7 +214,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   app.decorate('recentAuth', recentAuth)
   app.decorate('lockout', lockout)
   await app.register(mailbox)
-  app.decorate('authService', new AuthService({ db, config, clock, hasher, sessions, audit, lockout, mfa, profiles, apiKeys: app.apiKeys, mailbox: app.mailbox }))
+  await app.register(invitations)
+  app.decorate('authService', new AuthService({
+    db, config, clock, hasher, sessions, audit, lockout, mfa, profiles, apiKeys: app.apiKeys, mailbox: app.mailbox, invitations: app.invitations,
+  }))
 
   await app.register(healthRoutes)
   await app.register(keysRoutes)
@@ -221,6 +226,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   await app.register(sessionRoutes, { prefix: '/api/v1' })
   await app.register(mfaRoutes, { prefix: '/api/v1' })
   await app.register(organizationRoutes, { prefix: '/api/v1' })
+  await app.register(invitationRoutes, { prefix: '/api/v1' })
   await app.register(auditRoutes, { prefix: '/api/v1' })
   await app.register(apiKeyRoutes, { prefix: '/api/v1' })
   await app.register(gatewayRoutes)

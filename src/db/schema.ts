@@ -217,3 +217,34 @@ export const mailTokens = pgTable('mail_tokens', {
   index('mail_tokens_user_idx').on(t.userId, t.purpose),
   check('mail_tokens_purpose_check', sql`${t.purpose} in ('password_reset', 'email_verification', 'email_change')`),
 ])
+
+/**
+ * An invitation to join an organization with a role, by email. The token (256 bits) is stored
+ * as SHA-256; a resend replaces it, so the old link dies. A pending invitation past
+ * `expires_at` reads as expired; it is stored as `expired` once a new invitation replaces it.
+ */
+export const invitations = pgTable('invitations', {
+  id: text('id').primaryKey(),
+  orgId: text('org_id').notNull().references(() => organizations.id, { onDelete: 'cascade' }),
+  /** Trimmed and lower-cased, as accounts' are. */
+  email: text('email').notNull(),
+  role: text('role', { enum: ['owner', 'admin', 'member'] }).notNull(),
+  state: text('state', { enum: ['pending', 'accepted', 'revoked', 'expired'] }).notNull(),
+  tokenHash: text('token_hash').notNull(),
+  /** The user or API key that invited (a key acts as nobody). */
+  invitedByUserId: text('invited_by_user_id'),
+  invitedByKeyId: text('invited_by_key_id'),
+  createdAt: createdAt(),
+  expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
+  acceptedAt: timestamp('accepted_at', { withTimezone: true, mode: 'date' }),
+  acceptedByUserId: text('accepted_by_user_id'),
+  revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
+}, (t) => [
+  uniqueIndex('invitations_token_hash_key').on(t.tokenHash),
+  // One live invitation per address and organization: a second is a resend.
+  uniqueIndex('invitations_pending_email_key').on(t.orgId, t.email).where(sql`${t.state} = 'pending'`),
+  index('invitations_org_idx').on(t.orgId, t.id),
+  check('invitations_role_check', sql`${t.role} in ('owner', 'admin', 'member')`),
+  check('invitations_state_check', sql`${t.state} in ('pending', 'accepted', 'revoked', 'expired')`),
+])
+

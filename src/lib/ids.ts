@@ -3,7 +3,7 @@ import { randomFillSync } from 'node:crypto'
 // Crockford base32, lower-cased: ids sort by creation time as plain strings.
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'
 
-export type IdPrefix = 'usr' | 'org' | 'key' | 'ses' | 'evt' | 'req' | 'kid' | 'rtk' | 'rcv' | 'mail' | 'mtk'
+export type IdPrefix = 'usr' | 'org' | 'key' | 'ses' | 'evt' | 'req' | 'kid' | 'rtk' | 'rcv' | 'mail' | 'mtk' | 'inv'
 
 // Entropy drawn 4 KiB at a time: one randomBytes call per request id was a measurable cost.
 const pool = Buffer.alloc(4096)

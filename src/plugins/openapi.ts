@@ -13,6 +13,7 @@ import { PASSWORD_MAX_LENGTH } from '../lib/password-policy.js'
 import { SHARED_SCHEMAS } from '../modules/auth/schemas.js'
 import { SESSION_SHARED_SCHEMAS } from '../modules/sessions/schemas.js'
 import { ORGANIZATION_SHARED_SCHEMAS } from '../modules/organizations/schemas.js'
+import { INVITATION_SHARED_SCHEMAS } from '../modules/invitations/schemas.js'
 import { API_KEY_SHARED_SCHEMAS } from '../modules/api-keys/schemas.js'
 import { AUDIT_SHARED_SCHEMAS } from '../modules/audit/routes.js'
 import { OAUTH_SHARED_SCHEMAS } from '../modules/oauth/schemas.js'
@@ -96,7 +97,7 @@ function platformErrors(method: string, schema: FastifySchema): number[] {
 }
 
 export default fp(async (app) => {
-  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS, ...OAUTH_SHARED_SCHEMAS]
+  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...INVITATION_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS, ...OAUTH_SHARED_SCHEMAS]
   for (const s of shared) app.addSchema(s)
 
   // @fastify/swagger marks every request body required; these operations take none as well.

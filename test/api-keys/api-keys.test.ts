@@ -16,6 +16,7 @@ import {
   buildTestApp, FakeClock, FAST_ARGON2, sharedDatabase, TEST_DATABASE_URL, TEST_REDIS_URL, within,
 } from '../helpers/app.js'
 import { bearer, register } from '../helpers/api.js'
+import { addMember } from '../helpers/orgs.js'
 
 const ENV: Record<string, string> = TEST_REDIS_URL ? { ...FAST_ARGON2, REDIS_URL: TEST_REDIS_URL } : FAST_ARGON2
 const CHANNEL = TEST_REDIS_URL ? 'Redis pub/sub'
@@ -236,11 +237,8 @@ t.test('scopes', async (t) => {
 
   t.test('a member session cannot manage keys (admin or owner only)', async (t) => {
     const member = await newOwner()
-    const add = await A.inject({
-      method: 'POST', url: `/api/v1/organizations/${owner.orgId}/members`, headers: bearer(owner.access),
-      payload: { email: member.email, role: 'member' },
-    })
-    t.equal(add.statusCode, 201, `member added (got ${add.statusCode} ${add.body})`)
+    const add = await addMember(A, bearer(owner.access), owner.orgId, { email: member.email, token: member.access }, 'member')
+    t.equal(add.statusCode, 200, `member invited, and accepted (got ${add.statusCode} ${add.body})`)
     const inOrg = { 'x-org-id': owner.orgId }
     assertError(t, await call(A, member.access, 'POST', '/api-keys', { name: 'x', scopes: ['agents:read'] }, inOrg), 403, 'FORBIDDEN')
     assertError(t, await call(A, member.access, 'GET', '/api-keys', undefined, inOrg), 403, 'FORBIDDEN')

@@ -11,7 +11,7 @@ import fc from 'fast-check'
 import type { LightMyRequestResponse } from 'fastify'
 import { buildTestApp } from '../helpers/app.js'
 import { bearer, register } from '../helpers/api.js'
-import { expectStatus, signIn, TENANCY_ENV, type Headers, type Role } from '../helpers/orgs.js'
+import { addMember, expectStatus, signIn, TENANCY_ENV, type Headers, type Role } from '../helpers/orgs.js'
 
 const SEED = Number(process.env.GRANT_SEED ?? Date.now() % 2 ** 31)
 const RUNS = Number(process.env.GRANT_RUNS ?? 25)
@@ -80,7 +80,7 @@ async function run(t: Test, ops: Op[]) {
     } else {
       const person = people[op.person % people.length]!
       res = op.kind === 'addMember'
-        ? await app.inject({ method: 'POST', url: `/api/v1/organizations/${orgId}/members`, headers: caller.headers, payload: { email: person.email, role: op.role } })
+        ? await addMember(app, caller.headers, orgId, { email: person.email, token: person.access_token }, op.role)
         : await app.inject({ method: 'PATCH', url: `/api/v1/organizations/${orgId}/members/${person.user.id}`, headers: caller.headers, payload: { role: op.role } })
       if (ok(res)) {
         produced = () => roleScopes(person.user.id)

@@ -14,7 +14,7 @@ import t from 'tap'
 import { buildTestApp } from '../helpers/app.js'
 import { bearer } from '../helpers/api.js'
 import {
-  addMember, createKey, expectStatus, newPerson, newTenant, TENANCY_ENV, type Headers, type Role,
+  acceptInvitation, addMember, createKey, expectStatus, invite, newPerson, newTenant, TENANCY_ENV, verifyEmail, type Headers, type Role,
 } from '../helpers/orgs.js'
 
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'patch'] as const
@@ -71,13 +71,28 @@ const ISSUING: Record<string, IssuingOperation> = {
       return { status: res.statusCode, body: res.body, produced: res.statusCode === 201 ? keyScopes(res.json().key) : undefined }
     },
   },
-  'POST /api/v1/organizations/{org_id}/members': {
+  'POST /api/v1/organizations/{org_id}/invitations': {
+    // The grant is the invitation; it is read back once the invited account has accepted it.
     routeScope: 'members:write',
     grants: [{ role: 'member' }, { role: 'admin' }, { role: 'owner' }],
     async attempt(caller, grant) {
       const person = await newPerson(app)
-      const res = await addMember(app, caller.headers, org.id, person.email, (grant as { role: Role }).role)
-      return { status: res.statusCode, body: res.body, produced: res.statusCode === 201 ? roleInOrg(person.id) : undefined }
+      const res = await addMember(app, caller.headers, org.id, person, (grant as { role: Role }).role)
+      return { status: res.statusCode, body: res.body, produced: res.statusCode === 200 ? roleInOrg(person.id) : undefined }
+    },
+  },
+  'POST /api/v1/organizations/{org_id}/invitations/{invitation_id}/resend': {
+    // A resend issues a new link for the invitation's role: capped by whoever resends it.
+    routeScope: 'members:write',
+    grants: [{ role: 'member' }, { role: 'admin' }, { role: 'owner' }],
+    async attempt(caller, grant) {
+      const person = await newPerson(app)
+      const invitation = expectStatus(await invite(app, owner, org.id, person.email, (grant as { role: Role }).role), 201, 'the owner invites')
+      const res = await app.inject({ method: 'POST', url: `/api/v1/organizations/${org.id}/invitations/${invitation.id}/resend`, headers: caller.headers })
+      if (res.statusCode !== 200) return { status: res.statusCode, body: res.body }
+      await verifyEmail(app, person.email)
+      expectStatus(await acceptInvitation(app, person.email, person.token), 200, 'accept the resent invitation')
+      return { status: res.statusCode, body: res.body, produced: roleInOrg(person.id) }
     },
   },
   'PATCH /api/v1/organizations/{org_id}/members/{user_id}': {
@@ -86,7 +101,7 @@ const ISSUING: Record<string, IssuingOperation> = {
     async attempt(caller, grant) {
       const { from, to } = grant as { from: Role; to: Role }
       const person = await newPerson(app)
-      expectStatus(await addMember(app, owner, org.id, person.email, from), 201, `add ${from}`)
+      expectStatus(await addMember(app, owner, org.id, person, from), 200, `add ${from}`)
       const res = await app.inject({ method: 'PATCH', url: `/api/v1/organizations/${org.id}/members/${person.id}`, headers: caller.headers, payload: { role: to } })
       return { status: res.statusCode, body: res.body, produced: res.statusCode === 200 ? roleInOrg(person.id) : undefined }
     },
@@ -118,7 +133,8 @@ function clientOf(caller: Caller): Record<string, string> {
 
 /** Operations that issue the caller's own credential, from its own password, session or membership. */
 const SELF: Record<string, string> = {
-  'POST /api/v1/auth/register': 'a new account owns the new organization it creates',
+  'POST /api/v1/auth/register': 'a new account owns the new organization it creates, or takes the role an invitation granted (re-checked against its inviter: test/invitations)',
+  'POST /api/v1/invitations/accept': "the caller takes the role an invitation granted, its inviter's authority re-checked at acceptance (test/invitations)",
   'POST /api/v1/auth/login': "tokens for the caller's own memberships, with its role's scopes (test/auth)",
   'POST /api/v1/auth/verify-2fa': 'the second step of a login',
   'POST /api/v1/auth/refresh': "rotates the caller's own refresh token; the role is re-read from the membership (test/sessions)",
@@ -143,6 +159,9 @@ const OTHER: Record<string, string> = {
   'POST /api/v1/auth/2fa/recovery-codes': "the caller's own recovery codes (recent authentication)",
   'GET /api/v1/organizations': 'reads', 'GET /api/v1/organizations/{org_id}': 'reads', 'PATCH /api/v1/organizations/{org_id}': 'renames',
   'GET /api/v1/organizations/{org_id}/members': 'reads',
+  'DELETE /api/v1/organizations/{org_id}/members/me': "gives up the caller's own membership",
+  'GET /api/v1/organizations/{org_id}/invitations': 'reads',
+  'DELETE /api/v1/organizations/{org_id}/invitations/{invitation_id}': 'revokes (an owner invitation needs the owner role: test/invitations)',
   'DELETE /api/v1/organizations/{org_id}/members/{user_id}': 'takes authority away (removing an owner needs the owner role: test/organizations)',
   'GET /api/v1/organizations/{org_id}/audit-events': 'reads',
   'GET /api/v1/api-keys': 'reads', 'GET /api/v1/api-keys/{id}': 'reads', 'DELETE /api/v1/api-keys/{id}': 'revokes',

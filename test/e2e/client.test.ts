@@ -21,8 +21,9 @@ t.test('the committed client types are what openapi-typescript generates from op
   t.equal(readFileSync(out, 'utf8'), readFileSync(GENERATED, 'utf8'), 'run `npm run client:generate` after changing the contract')
 })
 
-t.test('register → login → me → org → member → key → call with key → refresh → logout, via the generated client', async (t) => {
-  const server = await startServer(t)
+t.test('register → login → me → org → invite → mail → sign-up with the invitation → key → call with key → refresh → logout, via the generated client', async (t) => {
+  const smtp = await startSmtp(t)
+  const server = await startServer(t, mailEnv(smtp))
   const checked: string[] = []
   const conformance: Middleware = {
     async onResponse({ request, response }) {
@@ -57,12 +58,15 @@ t.test('register → login → me → org → member → key → call with key �
   const orgId = org.data!.id
 
   const colleague = uniqueEmail('colleague')
-  t.equal((await client.POST('/api/v1/auth/register', { body: { email: colleague, password: STRONG_PASSWORD } })).response.status, 201)
-  const member = await client.POST('/api/v1/organizations/{org_id}/members', {
+  const invitation = await client.POST('/api/v1/organizations/{org_id}/invitations', {
     ...bearer(tokens.access_token), params: { path: { org_id: orgId } }, body: { email: colleague, role: 'member' },
   })
-  t.equal(member.response.status, 201)
-  t.equal(member.data?.role, 'member')
+  t.equal(invitation.response.status, 201)
+  t.match(invitation.data, { email: colleague, role: 'member', state: 'pending' })
+  const invited = await smtp.waitFor(colleague, (m) => /invited to join Second Org/.test(m.subject ?? ''))
+  const joined = await client.POST('/api/v1/auth/register', { body: { email: colleague, password: STRONG_PASSWORD, invitation_token: tokenIn(invited) } })
+  t.equal(joined.response.status, 201)
+  t.match(joined.data, { organization: { id: orgId, role: 'member' }, user: { email: colleague, email_verified: true } }, 'joined with the invited role; the address is verified')
 
   const key = await client.POST('/api/v1/api-keys', {
     headers: { authorization: `Bearer ${tokens.access_token}`, 'x-org-id': orgId },

@@ -55,7 +55,7 @@ const logout = (access: string) => A.inject({ method: 'POST', url: '/api/v1/auth
 /** A new admin of the account's organization, signed in there (access and refresh token). */
 async function colleagueOf(acct: Account) {
   const reg = await register(A)
-  expectStatus(await addMember(A, bearer(acct.access), acct.orgId, reg.email, 'admin'), 201, 'add admin')
+  expectStatus(await addMember(A, bearer(acct.access), acct.orgId, { email: reg.email, token: reg.access_token }, 'admin'), 200, 'invite an admin, who accepts')
   const res = await A.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: reg.email, password: STRONG_PASSWORD, org_id: acct.orgId } })
   const body = expectStatus(res, 200, 'login in the organization')
   return { access: body.access_token as string, refresh: body.refresh_token as string }

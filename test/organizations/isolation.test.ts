@@ -13,7 +13,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import { buildTestApp } from '../helpers/app.js'
 import { bearer } from '../helpers/api.js'
 import {
-  createKey, expectStatus, newPerson, newTenant, READ_ONLY_SCOPES, TENANCY_ENV, type CreatedKey, type Headers, type Person,
+  createKey, expectStatus, invite, newPerson, newTenant, READ_ONLY_SCOPES, TENANCY_ENV, type CreatedKey, type Headers, type Person,
 } from '../helpers/orgs.js'
 import { sampleOf, type JsonSchema } from '../helpers/schema-sample.js'
 
@@ -49,6 +49,7 @@ const CALLER_ONLY: Record<string, string> = {
   'POST /api/v1/oauth/token': "the caller's own password or refresh token (org_id must be a membership), or a key's token for the key's own organization (test/e2e/openid-client)",
   'POST /api/v1/auth/introspect': "RFC 7662: another tenant's token is exactly {active:false} (test/gateway/introspection)",
   'POST /api/v1/auth/revoke': "RFC 7009: another tenant's token is left alone, still 200 (test/gateway/introspection)",
+  'POST /api/v1/invitations/accept': "a mailed token of one invitation, taken only by the invited, verified address (test/invitations)",
 }
 
 /** Operations with no id in the path that act in the request's organization context (X-Org-ID). */
@@ -81,13 +82,14 @@ const keysOf = async (owner: Person) => Object.fromEntries(await Promise.all(Obj
 const keysA = await keysOf(A.owner)
 const keysB = await keysOf(B.owner)
 const targetKeyA = await createKey(app, bearer(A.owner.token), ['agents:read'], 'target key')
+const invitationOfA = expectStatus(await invite(app, bearer(A.owner.token), A.id, 'invited.to.alpha@example.com', 'member'), 201, 'an invitation of A')
 
 await app.audit.flush()
 const auditOfA = (await app.inject({ method: 'GET', url: `/api/v1/organizations/${A.id}/audit-events?limit=100`, headers: bearer(A.owner.token) })).json().items as { id: string }[]
 t.ok(auditOfA.length >= 4, `org A has audit events to aim at (${auditOfA.length})`)
 
 /** Values for path parameters, matched by the parameter's pattern: the first of A's ids that fits. */
-const TARGETS_IN_A = [A.id, A.member.id, targetKeyA.id, A.member.sid, auditOfA[0]!.id]
+const TARGETS_IN_A = [A.id, A.member.id, targetKeyA.id, A.member.sid, auditOfA[0]!.id, invitationOfA.id]
 
 /** Everything of A that must not appear in an answer to B. */
 const SECRETS_OF_A = [
@@ -95,6 +97,7 @@ const SECRETS_OF_A = [
   ...[A.owner, A.admin, A.member].flatMap((p) => [p.id, p.email, p.sid]),
   ...[...Object.values(keysA), targetKeyA].flatMap((k) => [k.id, k.key_prefix, k.key]),
   ...auditOfA.map((e) => e.id),
+  invitationOfA.id, invitationOfA.email,
 ]
 
 /** Generated request bodies name an existing account, a role change and the narrowest scope. */
@@ -162,12 +165,14 @@ async function stateOfA() {
   const members = (await get(`/api/v1/organizations/${A.id}/members?limit=100`)).items
   const keys = (await get('/api/v1/api-keys?limit=100')).items
   const audit = (await get(`/api/v1/organizations/${A.id}/audit-events?limit=100`)).items
+  const invitations = (await get(`/api/v1/organizations/${A.id}/invitations?limit=100`)).items
   const me = await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: bearer(A.member.token) })
   return {
     name: org.name, credits: org.credits,
     members: members.map((m: { user_id: string; role: string }) => `${m.user_id}:${m.role}`),
     keys: keys.map((k: { id: string; revoked_at: unknown; expires_at: unknown }) => ({ id: k.id, revoked_at: k.revoked_at, expires_at: k.expires_at })),
     audit: audit.map((e: { id: string }) => e.id),
+    invitations: invitations.map((i: { id: string; state: string; expires_at: string }) => `${i.id}:${i.state}:${i.expires_at}`),
     memberSession: me.statusCode,
   }
 }

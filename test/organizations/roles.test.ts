@@ -59,7 +59,7 @@ t.test('a member cannot manage members or API keys', async (t) => {
   const before = await rolesIn(T.id, T.owner)
   const token = T.member.token
 
-  assertError(t, await addMember(P, bearer(token), T.id, outsider.email, 'member'), 403, 'FORBIDDEN', 'add a member')
+  assertError(t, await addMember(P, bearer(token), T.id, outsider, 'member'), 403, 'FORBIDDEN', 'add a member')
   assertError(t, await patchRole(P, token, T.id, T.admin.id, 'member'), 403, 'FORBIDDEN', "change the admin's role")
   assertError(t, await patchRole(P, token, T.id, T.member.id, 'admin'), 403, 'FORBIDDEN', 'promote itself')
   assertError(t, await removeMember(P, token, T.id, T.admin.id), 403, 'FORBIDDEN', 'remove the admin')
@@ -80,9 +80,9 @@ t.test('an admin adds, changes and removes members and manages API keys', async 
   const outsider = await newPerson(P)
   const token = T.admin.token
 
-  const added = await addMember(P, bearer(token), T.id, outsider.email, 'member')
-  t.equal(added.statusCode, 201, 'add a member')
-  t.match(added.json(), { user_id: outsider.id, email: outsider.email, role: 'member' })
+  const added = await addMember(P, bearer(token), T.id, outsider, 'member')
+  t.equal(added.statusCode, 200, 'invite a member, who accepts')
+  t.match(added.json(), { id: T.id, role: 'member' })
   t.equal((await patchRole(P, token, T.id, outsider.id, 'admin')).statusCode, 200, 'promote to admin')
   t.equal((await rolesIn(T.id, T.owner))[outsider.id], 'admin', 'the role changed')
   t.equal((await patchRole(P, token, T.id, outsider.id, 'member')).statusCode, 200, 'demote to member')
@@ -103,7 +103,7 @@ t.test('an admin cannot grant, change or remove the owner role', async (t) => {
   const T = await newTenant(P)
   const outsider = await newPerson(P)
   const token = T.admin.token
-  assertError(t, await addMember(P, bearer(token), T.id, outsider.email, 'owner'), 403, 'FORBIDDEN', 'add an owner')
+  assertError(t, await addMember(P, bearer(token), T.id, outsider, 'owner'), 403, 'FORBIDDEN', 'add an owner')
   assertError(t, await patchRole(P, token, T.id, T.member.id, 'owner'), 403, 'FORBIDDEN', 'promote a member to owner')
   assertError(t, await patchRole(P, token, T.id, T.admin.id, 'owner'), 403, 'FORBIDDEN', 'promote itself to owner')
   assertError(t, await patchRole(P, token, T.id, T.owner.id, 'admin'), 403, 'FORBIDDEN', "change the owner's role")
@@ -115,7 +115,7 @@ t.test('an owner grants, changes and removes the owner role', async (t) => {
   const T = await newTenant(P)
   const outsider = await newPerson(P)
   const token = T.owner.token
-  t.equal((await addMember(P, bearer(token), T.id, outsider.email, 'owner')).statusCode, 201, 'add an owner')
+  t.equal((await addMember(P, bearer(token), T.id, outsider, 'owner')).statusCode, 200, 'add an owner')
   t.equal((await patchRole(P, token, T.id, T.member.id, 'owner')).statusCode, 200, 'promote a member to owner')
   t.same(await ownersIn(T.id, T.owner), [T.owner.id, outsider.id, T.member.id].sort(), 'three owners')
   t.equal((await patchRole(P, token, T.id, outsider.id, 'admin')).statusCode, 200, "change another owner's role")
@@ -213,7 +213,7 @@ t.test('a role change applies at once to existing tokens', async (t) => {
 
   t.equal((await patchRole(P, T.owner.token, T.id, T.member.id, 'admin')).statusCode, 200, 'member promoted to admin')
   const outsider = await newPerson(P)
-  t.equal((await addMember(P, bearer(T.member.token), T.id, outsider.email, 'member')).statusCode, 201,
+  t.equal((await addMember(P, bearer(T.member.token), T.id, outsider, 'member')).statusCode, 200,
     'the promoted member adds a member with its existing token')
 
   t.equal((await patchRole(P, T.owner.token, T.id, T.admin.id, 'member')).statusCode, 200, 'admin demoted to member')
@@ -239,7 +239,7 @@ t.test('creating, listing, reading and renaming organizations', async (t) => {
   t.same(await ownersIn(created.id, user), [user.id], 'the caller is its only owner')
 
   const T = await newTenant(P)
-  expectStatus(await addMember(P, bearer(T.owner.token), T.id, user.email, 'member'), 201, 'join T')
+  expectStatus(await addMember(P, bearer(T.owner.token), T.id, user, 'member'), 200, 'join T')
   const mine = expectStatus(await get(P, '/api/v1/organizations', bearer(user.token)), 200, 'list')
   t.same(
     mine.items.map((o: { id: string; role: string; credits: number }) => [o.id, o.role, o.credits]),
@@ -267,7 +267,7 @@ t.test('the audit log of an organization', async (t) => {
   const list = async (orgId: string, headers: Headers, query = '?limit=100') =>
     expectStatus(await get(P, auditUrl(orgId, query), headers), 200, 'audit events')
 
-  expectStatus(await addMember(P, bearer(T.owner.token), T.id, X.email, 'member'), 201, 'add')
+  expectStatus(await addMember(P, bearer(T.owner.token), T.id, X, 'member'), 200, 'add')
   expectStatus(await patchRole(P, T.owner.token, T.id, X.id, 'admin'), 200, 'role')
   expectStatus(await removeMember(P, T.owner.token, T.id, X.id), 204, 'remove')
   expectStatus(await login(P, T.owner.email), 200, 'login')
@@ -277,7 +277,8 @@ t.test('the audit log of an organization', async (t) => {
   })
 
   const expected = [
-    { action: 'member.added', actor_user_id: T.owner.id, target_id: X.id, metadata: { role: 'member' } },
+    { action: 'invitation.created', actor_user_id: T.owner.id, metadata: { role: 'member' } },
+    { action: 'member.added', actor_user_id: X.id, target_id: X.id, metadata: { role: 'member' } },
     { action: 'member.role_changed', actor_user_id: T.owner.id, target_id: X.id, metadata: { from: 'member', to: 'admin' } },
     { action: 'member.removed', actor_user_id: T.owner.id, target_id: X.id },
     { action: 'login.succeeded', actor_user_id: T.owner.id },

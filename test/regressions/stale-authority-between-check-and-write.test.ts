@@ -1,4 +1,4 @@
-// Found by the second review of issue 10: addMember, key creation and rotation
+// Found by the second review of issue 10: adding a member (now: inviting), key creation and rotation
 // checked the role resolved when the request was authenticated, then wrote. A
 // demotion (or a key revocation) committed in between was outrun (shown there
 // with a delayed database). The caller is now read again inside the grant's own
@@ -25,12 +25,8 @@ t.test('an admin demoted after authentication creates no key and adds no admin',
     method: 'PATCH', url: `/api/v1/organizations/${org.id}/members/${org.admin.id}`, headers: bearer(org.owner.token), payload: { role: 'member' },
   }), 200, 'demote')
   await t.rejects(keys.create(stale, { name: 'late', scopes: [...app.config.SCOPES] }), { code: 'INSUFFICIENT_SCOPE' }, 'key creation re-reads the role')
-  const { OrganizationService } = await import('../../src/modules/organizations/service.js')
-  const orgs = new OrganizationService({
-    db: app.db, config: app.config, clock: app.clock, audit: app.audit, sessions: app.sessions, tenancy: app.tenancy, events: app.events,
-  })
   const someone = await newPerson(app)
-  await t.rejects(orgs.addMember(stale, { email: someone.email, role: 'admin' }), { code: 'INSUFFICIENT_SCOPE' }, 'adding an admin re-reads the role')
+  await t.rejects(app.invitations.invite(stale, { email: someone.email, role: 'admin' }), { code: 'INSUFFICIENT_SCOPE' }, 'inviting an admin re-reads the role')
 })
 
 t.test('a key revoked after authentication rotates nothing', async (t) => {

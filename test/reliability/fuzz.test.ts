@@ -84,6 +84,26 @@ async function createKey(token: string, name = 'fuzz key'): Promise<Key> {
   return { id: body.id, key: body.key }
 }
 
+/** Mail can queue behind what the fuzzing itself makes: fixtures wait for it generously. */
+const MAIL_WAIT = 60_000
+
+/** Follows the verification link mailed at registration. */
+async function verifyAddress(p: Principal) {
+  const mail = await smtp.waitFor(p.email, (m) => /confirm your email address/.test(m.subject ?? ''), MAIL_WAIT)
+  await call('POST', '/api/v1/auth/email/verify', { body: { token: tokenIn(mail) }, expect: [204] })
+}
+
+/** Invites `p` (its address verified) to the organization of `owner`, and accepts as `p`; nothing when already there or invited. */
+async function join(owner: Principal, p: Principal): Promise<void> {
+  const invitationMails = () => smtp.to(p.email).filter((m) => /invited to join/.test(m.subject ?? ''))
+  const before = invitationMails().length
+  const invited = await call('POST', `/api/v1/organizations/${owner.orgId}/invitations`, { token: owner.token, body: { email: p.email, role: 'member' }, expect: [201, 409] })
+  if (invited.status !== 201) return
+  await smtp.waitFor(p.email, () => invitationMails().length > before, MAIL_WAIT)
+  const token = tokenIn(invitationMails().at(-1)!)
+  await call('POST', '/api/v1/invitations/accept', { token: p.token, body: { token }, expect: [200, 400, 409] })
+}
+
 /** Sets up TOTP for the user (pending), and enables it unless `pendingOnly`. */
 async function twoFactor(p: Principal, pendingOnly = false): Promise<{ secret: string; recovery: string[] }> {
   const { body } = await call('POST', '/api/v1/auth/2fa/setup', { token: p.token })
@@ -102,7 +122,8 @@ const S = await (async () => {
   const pool: Principal[] = []
   for (let i = 0; i < 6; i++) {
     const p = await registerUser(`pool${i}`)
-    await call('POST', `/api/v1/organizations/${owner.orgId}/members`, { token: owner.token, body: { email: p.email, role: 'member' }, expect: [201] })
+    await verifyAddress(p)
+    await join(owner, p)
     pool.push(p)
   }
   const outsiders: Principal[] = []
@@ -134,8 +155,30 @@ const MAILED = await (async () => {
     await call('POST', '/api/v1/auth/email', { token: p.token, body: { new_email: to, password: STRONG_PASSWORD }, expect: [202] })
     return tokenIn(await smtp.waitFor(to, (m) => /confirm your new email address/.test(m.subject ?? '')))
   })
-  return { verification, reset, change }
+  // Invitations to the stable owner's organization, for fresh addresses (the fuzzed caller is never the invitee).
+  const invitation = await times(async () => {
+    const to = uniqueEmail('invited')
+    await call('POST', `/api/v1/organizations/${S.owner.orgId}/invitations`, { token: S.owner.token, body: { email: to, role: 'member' }, expect: [201] })
+    return tokenIn(await smtp.waitFor(to, (m) => /invited to join/.test(m.subject ?? '')))
+  })
+  return { verification, reset, change, invitation }
 })()
+
+/** Accounts invited to the stable owner's organization, verified, each with its own invitation's token (acceptInvitation). */
+const INVITEES = await Promise.all(Array.from({ length: LIVE_MAILED_TOKENS }, async () => {
+  const p = await registerUser('invitee')
+  await verifyAddress(p)
+  await call('POST', `/api/v1/organizations/${S.owner.orgId}/invitations`, { token: S.owner.token, body: { email: p.email, role: 'member' }, expect: [201] })
+  return { session: p.token, invitation: tokenIn(await smtp.waitFor(p.email, (m) => /invited to join/.test(m.subject ?? ''), MAIL_WAIT)) }
+}))
+
+/** Members of the stable owner's organization, signed in to it, free to leave it (leaveOrganization). */
+const LEAVERS = await Promise.all(Array.from({ length: LIVE_MAILED_TOKENS }, async () => {
+  const p = await registerUser('leaver')
+  await verifyAddress(p)
+  await join(S.owner, p)
+  return (await call('POST', '/api/v1/auth/login', { body: { email: p.email, password: STRONG_PASSWORD, org_id: S.owner.orgId } })).body.access_token as string
+}))
 
 /**
  * How an operation's live values are made. stable: the long-lived fixtures.
@@ -143,15 +186,17 @@ const MAILED = await (async () => {
  * token revocation destroy is its own); freshKey: new API keys per request;
  * members: the pool accounts, (re-)added to the organization before each
  * request, and the outsiders, removed from it before each request;
- * mfaLogin: a new mfa_token per request.
+ * mfaLogin: a new mfa_token per request; invitee: an invited, verified account
+ * and its own invitation; leaver: a member of the stable organization, signed
+ * in to it (both while they last, then the stable owner).
  */
-type Mode = 'stable' | 'fresh' | 'fresh2faPending' | 'fresh2faEnabled' | 'freshKey' | 'members' | 'mfaLogin'
+type Mode = 'stable' | 'fresh' | 'fresh2faPending' | 'fresh2faEnabled' | 'freshKey' | 'members' | 'mfaLogin' | 'invitee' | 'leaver'
 
 const MODES: Record<string, Mode> = {
   logout: 'fresh', logoutAll: 'fresh', changePassword: 'fresh', revokeSession: 'fresh', refresh: 'fresh', revokeToken: 'fresh',
   enableTwoFactor: 'fresh2faPending', disableTwoFactor: 'fresh2faEnabled', regenerateRecoveryCodes: 'fresh2faEnabled',
   revokeApiKey: 'freshKey', rotateApiKey: 'freshKey',
-  addMember: 'members', updateMember: 'members', removeMember: 'members',
+  createInvitation: 'members', updateMember: 'members', removeMember: 'members', leaveOrganization: 'leaver', acceptInvitation: 'invitee',
   verifyTwoFactor: 'mfaLogin',
   changeEmail: 'fresh',
 }
@@ -162,7 +207,7 @@ const TOKENS = ['accessToken', 'refreshToken', 'apiKeyToken']
 
 /** Per operation: which live values a parameter or body field may take (besides generated ones). */
 const HINTS: Record<string, Record<string, string[]>> = {
-  register: { email: ['existingEmail', 'freshEmail'], password: ['strongPassword'] },
+  register: { email: ['existingEmail', 'freshEmail'], password: ['strongPassword'], invitation_token: ['invitationToken'] },
   login: { email: ['loginEmail', 'mfaEmail'], username: ['loginEmail', 'mfaEmail'], password: ['password'], org_id: ['loginOrgId', 'foreignOrgId'] },
   changePassword: { current_password: ['password'], new_password: ['newPassword', 'password'] },
   refresh: { refresh_token: ['refreshToken'], org_id: ORG },
@@ -175,7 +220,12 @@ const HINTS: Record<string, Record<string, string[]>> = {
   getOrganization: { org_id: ORG },
   updateOrganization: { org_id: ORG },
   listMembers: { org_id: ORG },
-  addMember: { org_id: ORG, email: ['outsiderEmail', 'outsiderEmail', 'poolEmail', 'ownerEmail', 'freshEmail'] },
+  createInvitation: { org_id: ORG, email: ['outsiderEmail', 'outsiderEmail', 'poolEmail', 'ownerEmail', 'freshEmail'] },
+  listInvitations: { org_id: ORG },
+  revokeInvitation: { org_id: ORG, invitation_id: ['invitationId'] },
+  resendInvitation: { org_id: ORG, invitation_id: ['invitationId'] },
+  acceptInvitation: { token: ['invitationToken'] },
+  leaveOrganization: { org_id: ORG },
   updateMember: { org_id: ORG, user_id: ['poolUserId'] },
   removeMember: { org_id: ORG, user_id: ['poolUserId'] },
   listAuditEvents: { org_id: ORG },
@@ -223,15 +273,18 @@ class RequestContext {
     })
   }
 
+  /** invitee mode: one of the invited accounts (its session and its invitation), while they last. */
+  private invitee() {
+    return this.once('invitee', async () => INVITEES.pop())
+  }
+
   /** An all-scopes key of the fresh account (fresh modes) or of the owner (freshKey mode). */
   private key(name: string) {
     return this.once(name, async () => createKey(this.isFresh ? (await this.fresh()).token : S.owner.token, `fuzz ${name}`))
   }
 
   private async ensureMember(p: Principal) {
-    await call('POST', `/api/v1/organizations/${S.owner.orgId}/members`, {
-      token: S.owner.token, body: { email: p.email, role: 'member' }, expect: [201, 409],
-    })
+    await join(S.owner, p)
   }
 
   private async ensureNotMember(p: Principal) {
@@ -241,7 +294,10 @@ class RequestContext {
   async resolve(h: Hint): Promise<unknown> {
     const fresh = this.isFresh
     switch (h.name) {
-      case 'auth.session': return fresh ? (await this.fresh()).token : S.owner.token
+      case 'auth.session':
+        if (this.mode === 'invitee') return (await this.invitee())?.session ?? S.owner.token
+        if (this.mode === 'leaver') return (await this.once('leaver', async () => LEAVERS.pop())) ?? S.owner.token
+        return fresh ? (await this.fresh()).token : S.owner.token
       case 'auth.apiKey': return fresh || this.mode === 'freshKey' ? (await this.key('authKey')).key : S.key.key
       case 'auth.refresh': return S.owner.refresh
       case 'orgId': return fresh ? (await this.fresh()).orgId : S.owner.orgId
@@ -287,6 +343,13 @@ class RequestContext {
       case 'verificationToken': return MAILED.verification.pop() ?? DEAD_TOKEN
       case 'resetToken': return MAILED.reset.pop() ?? DEAD_TOKEN
       case 'emailChangeToken': return MAILED.change.pop() ?? DEAD_TOKEN
+      case 'invitationToken':
+        if (this.mode === 'invitee') return (await this.invitee())?.invitation ?? DEAD_TOKEN
+        return MAILED.invitation.pop() ?? DEAD_TOKEN
+      // A pending invitation of the owner's organization, made for this request.
+      case 'invitationId': return this.once('invitationId', async () => (await call('POST', `/api/v1/organizations/${S.owner.orgId}/invitations`, {
+        token: S.owner.token, body: { email: uniqueEmail('fuzz-invited'), role: 'member' }, expect: [201],
+      })).body.id as string)
       default: throw new Error(`unknown hint ${h.name}`)
     }
   }
@@ -548,7 +611,7 @@ for (const op of ops) {
 }
 
 t.test('coverage', async (t) => {
-  t.equal(operations().length, 43, 'the document has 43 operations (HEAD /api/v1/auth/verify implicit)')
+  t.equal(operations().length, 48, 'the document has 48 operations (HEAD /api/v1/auth/verify implicit)')
   t.equal(ops.length, ONLY ? ops.length : operations().length, 'every operation fuzzed')
 })
 

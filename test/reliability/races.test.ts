@@ -5,7 +5,8 @@
 //     DELETE has answered, every later use on that instance is 401 (on the
 //     other within 1 s), and it stays 401;
 //   - one email registered at once on both instances: exactly one user;
-//   - one user added to an organization at once: one 201, the rest 409, one row;
+//   - one address invited at once: one invitation; one invitation accepted at
+//     once: one membership row, the rest INVALID_LINK;
 //   - one API key rotated at once: every successor works, the old key ends up
 //     revoked (or expiring at the end of its grace), nothing in between;
 //   - a cache fill that read the database before a revocation or role change
@@ -17,6 +18,8 @@ import type { LightMyRequestResponse } from 'fastify'
 import type { App } from '../../src/app.js'
 import { buildTestApp, FAST_ARGON2, sharedDatabase, TEST_DATABASE_URL, TEST_REDIS_URL, testConfig, within } from '../helpers/app.js'
 import { bearer, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { mailedToken, tapMail } from '../helpers/mail-tap.js'
+import { addMember } from '../helpers/orgs.js'
 import { after, sleep } from './infra.js'
 
 const ENV: Record<string, string> = { ...FAST_ARGON2, ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}) }
@@ -26,6 +29,8 @@ const shared = await sharedDatabase(t)
 const A = await buildTestApp(t, { ...shared, env: ENV })
 const B = await buildTestApp(t, { ...shared, env: ENV })
 const instances: [App, string][] = [[A, 'A'], [B, 'B']]
+tapMail(A)
+tapMail(B)
 t.comment(`database: ${TEST_DATABASE_URL ? 'PostgreSQL' : 'shared in-memory PGlite'}${TEST_REDIS_URL ? ', Redis' : ''}`)
 
 /** Rows of a raw query on either driver (postgres.js returns an array, PGlite `{ rows }`). */
@@ -124,15 +129,23 @@ t.test('one email registered at once on both instances: exactly one account', as
   }
 })
 
-t.test('one user added to an organization at once: one 201, the rest 409, one row', async (t) => {
+t.test('one address invited at once, one invitation accepted at once: one 201 and one 200, one row', async (t) => {
   for (let round = 1; round <= 5; round++) {
     const person = await register(B)
-    const responses = await Promise.all(Array.from({ length: 10 }, (_, i) => instances[i % 2]![0].inject({
-      method: 'POST', url: `/api/v1/organizations/${owner.organization.id}/members`, headers: ownerAuth,
+    const invited = await Promise.all(Array.from({ length: 10 }, (_, i) => instances[i % 2]![0].inject({
+      method: 'POST', url: `/api/v1/organizations/${owner.organization.id}/invitations`, headers: ownerAuth,
       payload: { email: person.email, role: i % 3 ? 'member' : 'admin' },
     })))
-    t.same(statuses(responses), { 201: 1, 409: 9 }, `round ${round}: one 201, nine 409`)
-    t.same([...new Set(responses.filter((r) => r.statusCode === 409).map((r) => r.json().error.code))], ['CONFLICT'], 'the 409s are CONFLICT')
+    t.same(statuses(invited), { 201: 1, 409: 9 }, `round ${round}: one invitation, nine 409 (one pending per address)`)
+    // Either instance's sender may deliver a mail: look at both.
+    const verification = await mailedToken([A, B], person.email, 'email_verification')
+    t.equal((await A.inject({ method: 'POST', url: '/api/v1/auth/email/verify', payload: { token: verification } })).statusCode, 204, 'address verified')
+    const token = await mailedToken([A, B], person.email, 'invitation')
+    const accepted = await Promise.all(Array.from({ length: 10 }, (_, i) => instances[i % 2]![0].inject({
+      method: 'POST', url: '/api/v1/invitations/accept', headers: bearer(person.access_token), payload: { token },
+    })))
+    t.same(statuses(accepted), { 200: 1, 400: 9 }, `round ${round}: one acceptance, nine 400`)
+    t.same([...new Set(accepted.filter((r) => r.statusCode === 400).map((r) => r.json().error.code))], ['INVALID_LINK'], 'the 400s are INVALID_LINK')
     const found = await rows<{ n: number }>(sql`
       select count(*)::int as n from memberships where org_id = ${owner.organization.id} and user_id = ${person.user.id}`)
     t.equal(found[0]!.n, 1, 'one membership row')
@@ -252,10 +265,8 @@ t.test('cache fills that race an invalidation (the database read held back until
 
   t.test('a role read before a role change is not cached past it', async (t) => {
     const person = await register(app as unknown as App)
-    const added = await app.inject({
-      method: 'POST', url: `/api/v1/organizations/${boss.organization.id}/members`, headers: bossAuth, payload: { email: person.email, role: 'admin' },
-    })
-    t.equal(added.statusCode, 201, 'added as admin')
+    const added = await addMember(app as unknown as App, bossAuth, boss.organization.id, { email: person.email, token: person.access_token }, 'admin')
+    t.equal(added.statusCode, 200, 'invited as admin, and accepted')
     const signed = await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: person.email, password: STRONG_PASSWORD, org_id: boss.organization.id } })
     const auth = bearer(signed.json().access_token)
     const held = gate()

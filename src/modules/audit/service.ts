@@ -13,7 +13,8 @@ import * as repo from './repository.js'
 export const AUDIT_ACTIONS = [
   'login.succeeded', 'login.failed', 'reauth.failed', 'account.locked', 'refresh.reuse_detected',
   'api_key.created', 'api_key.revoked', 'api_key.rotated',
-  'member.added', 'member.removed', 'member.role_changed',
+  'member.added', 'member.removed', 'member.role_changed', 'member.left',
+  'invitation.created', 'invitation.revoked', 'invitation.resent', 'invitation.accepted',
   'organization.created', 'organization.renamed',
   'password.reset', 'email.verified', 'email.change_requested', 'email.changed',
 ] as const

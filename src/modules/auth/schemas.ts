@@ -38,6 +38,10 @@ export const RegisterBodySchema = Type.Object({
   password: NewPasswordInput,
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
   company_name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  invitation_token: Type.Optional(Type.String({
+    minLength: 1, maxLength: 200,
+    description: 'The token of a mailed invitation: the account joins that organization with the invited role and creates none (company_name is ignored); email must be the invited address, which is then verified',
+  })),
 }, { additionalProperties: false })
 export type RegisterBody = Static<typeof RegisterBodySchema>
 

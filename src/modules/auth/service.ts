@@ -16,6 +16,8 @@ import type { ProfileCache } from './profile-cache.js'
 import type { ApiKeyVerifier } from '../api-keys/verifier.js'
 import type { MfaService } from '../mfa/service.js'
 import type { MailboxService } from '../mailbox/service.js'
+import type { InvitationService } from '../invitations/service.js'
+import { hashOf } from '../mail/tokens.js'
 import * as repo from './repository.js'
 import type { LoginInput, RegisterBody } from './schemas.js'
 
@@ -31,6 +33,7 @@ export interface AuthServiceDeps {
   profiles: ProfileCache
   apiKeys: ApiKeyVerifier
   mailbox: MailboxService
+  invitations: InvitationService
 }
 
 const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+\.[^\s@]+$/
@@ -64,13 +67,20 @@ export class AuthService {
     })
     if (problem) throw validationError('password', problem)
 
+    // A sign-up with an invitation: the token is checked before any hashing, and the address must be the invited one.
+    const invited = body.invitation_token === undefined ? undefined : await this.deps.invitations.peek(db, body.invitation_token)
+    if (invited && invited.email !== email) throw validationError('email', 'must be the address the invitation was sent to')
+
     const passwordHash = await hasher.hash(body.password)
     const now = new Date(clock.now())
     const user: repo.UserRow = {
       id: newId('usr', now.getTime()), email, name: body.name?.trim() || null, passwordHash,
       isSuperadmin: false, mfaEnabled: false, totpSecretSealed: null, totpPendingSecretSealed: null, totpLastStep: null,
-      disabledAt: null, emailVerifiedAt: null, createdAt: now, updatedAt: now,
+      // Following the mailed invitation proves the address, as a verification link would.
+      disabledAt: null, emailVerifiedAt: invited ? now : null, createdAt: now, updatedAt: now,
     }
+    if (invited) return this.registerInvited(user, hashOf(body.invitation_token!), meta)
+
     const org = {
       id: newId('org', now.getTime()),
       name: body.company_name?.trim() || `${user.name ?? email.split('@')[0]}'s workspace`,
@@ -98,6 +108,35 @@ export class AuthService {
     // With verification required, no session until the address is proven (login answers EMAIL_NOT_VERIFIED until then).
     if (!tokens) return { user: userView(user), organization, email_verification_required: true as const }
     return { user: userView(user), organization, ...tokens }
+  }
+
+  /**
+   * Registration with an invitation: the account joins the inviting organization with the invited
+   * role and creates none of its own (so no welcome credits); its address is verified. All in one
+   * transaction, which the invitation's single use decides: of concurrent sign-ups with one token,
+   * one account exists afterwards.
+   */
+  private async registerInvited(user: repo.UserRow, tokenHash: string, meta: ClientMeta) {
+    const now = user.createdAt
+    let joined
+    try {
+      joined = await this.deps.db.transaction(async (tx) => {
+        await repo.insertUser(tx, user)
+        const { invitation, organization } = await this.deps.invitations.join(tx, tokenHash, user.id, now)
+        const tokens = await this.deps.sessions.start(tx, { id: user.id, emailVerified: true }, { orgId: organization.id, role: invitation.role }, meta)
+        return { invitation, organization, tokens }
+      })
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new AppError('EMAIL_TAKEN')
+      throw err
+    }
+    const { invitation, organization, tokens } = joined
+    await this.deps.invitations.joined(invitation, user.id)
+    return {
+      user: userView(user),
+      organization: { id: organization.id, name: organization.name, role: invitation.role, credits: organization.credits, created_at: organization.createdAt.toISOString() },
+      ...tokens,
+    }
   }
 
   async login(input: LoginInput, meta: ClientMeta) {

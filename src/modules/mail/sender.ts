@@ -37,6 +37,11 @@ export class MailSender {
 
   constructor(private readonly deps: MailSenderDeps) {}
 
+  /** Where this sender's mail goes (SMTP, or the log). */
+  get transport(): MailTransport {
+    return this.deps.transport
+  }
+
   start(): void {
     this.stopped = false
     this.schedule(0)
@@ -55,8 +60,16 @@ export class MailSender {
     await this.running
   }
 
-  /** One round: claims and delivers due mail, one row at a time, until none is left. Returns how many it took. */
+  /**
+   * One round: MAIL_CONCURRENCY workers each claim and deliver due mail, one row at a time, until
+   * none is left. Returns how many rows were taken.
+   */
   async deliverDue(): Promise<number> {
+    const counts = await Promise.all(Array.from({ length: this.deps.config.MAIL_CONCURRENCY }, () => this.work()))
+    return counts.reduce((a, b) => a + b, 0)
+  }
+
+  private async work(): Promise<number> {
     const claimMs = 2 * this.deps.config.MAIL_SEND_TIMEOUT
     let taken = 0
     do { // a stop ends the round after the mail in hand

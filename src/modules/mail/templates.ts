@@ -17,6 +17,7 @@ export const LINK_PATHS = {
   password_reset: '/reset-password',
   email_verification: '/verify-email',
   email_change: '/confirm-email',
+  invitation: '/accept-invitation',
 } as const
 
 export type LinkPurpose = keyof typeof LINK_PATHS
@@ -42,9 +43,18 @@ function compose(config: Pick<Config, 'APP_NAME'>, subject: string, paragraphs: 
   return { subject: `${app}: ${subject}`, text, html, ...(action ? { link: action.link } : {}) }
 }
 
-type MailConfig = Pick<Config, 'APP_NAME' | 'APP_URL' | 'PASSWORD_RESET_TTL' | 'EMAIL_VERIFICATION_TTL'>
+type MailConfig = Pick<Config, 'APP_NAME' | 'APP_URL' | 'PASSWORD_RESET_TTL' | 'EMAIL_VERIFICATION_TTL' | 'INVITATION_TTL'>
 
-const minutes = (seconds: number) => (seconds % 3600 === 0 ? `${seconds / 3600} hour${seconds === 3600 ? '' : 's'}` : `${Math.round(seconds / 60)} minutes`)
+const unit = (n: number, name: string) => `${n} ${name}${n === 1 ? '' : 's'}`
+const minutes = (seconds: number) => (seconds % 86_400 === 0 ? unit(seconds / 86_400, 'day')
+  : seconds % 3600 === 0 ? unit(seconds / 3600, 'hour') : unit(Math.round(seconds / 60), 'minute'))
+
+function invitationMail(config: MailConfig, token: string, organization: string, role: string) {
+  return compose(config, `you are invited to join ${organization}`, [
+    `You are invited to join the organization "${organization}" as ${role === 'admin' ? 'an' : 'a'} ${role}.`,
+    `Accept with the link below, signed in with this address or by creating an account with it. The link works once, for ${minutes(config.INVITATION_TTL)}. If you do not know this organization, ignore this mail.`,
+  ], { label: 'Accept the invitation', link: mailLink(config, 'invitation', token) })
+}
 
 export const templates = {
   passwordReset: (config: MailConfig, token: string) => compose(config, 'reset your password', [
@@ -66,6 +76,9 @@ export const templates = {
     'Someone asked to move an account to this address. If it was you, confirm with the link below; until then, nothing changes.',
     `The link works once, for ${minutes(config.EMAIL_VERIFICATION_TTL)}.`,
   ], { label: 'Confirm your new address', link: mailLink(config, 'email_change', token) }),
+
+  /** The organization's name is the inviter's words: one line of escaped text, never a link. */
+  invitation: (config: MailConfig, token: string, name: string, role: string) => invitationMail(config, token, name.replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim(), role),
 
   emailChangeNotice: (config: MailConfig, newEmail: string) => compose(config, 'a change of email address was requested', [
     `Someone signed in to your account asked to change its email address to ${newEmail}. It changes only once the new address is confirmed.`,

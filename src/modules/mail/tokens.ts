@@ -18,9 +18,15 @@ const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/
 export const invalidLink = () => new AppError('INVALID_LINK')
 
 /** The stored form of a presented token; anything not shaped like one is refused unread. */
-function hashOf(token: string): string {
+export function hashOf(token: string): string {
   if (!TOKEN_SHAPE.test(token)) throw invalidLink()
   return sha256(token)
+}
+
+/** A new mailed token (256 random bits) and the hash that is all the database keeps of it. */
+export function mintToken(): { token: string; hash: string } {
+  const token = randomBytes(32).toString('base64url')
+  return { token, hash: sha256(token) }
 }
 
 export class MailTokens {
@@ -29,10 +35,10 @@ export class MailTokens {
   /** A new token for `email`, valid `ttlSeconds`; the user's unused tokens of the same purpose are spent. */
   async issue(db: Queryable, purpose: MailTokenPurpose, user: { id: string; email: string }, ttlSeconds: number): Promise<string> {
     const now = new Date(this.deps.clock.now())
-    const token = randomBytes(32).toString('base64url')
+    const { token, hash } = mintToken()
     await repo.spendUnusedTokens(db, user.id, [purpose], now)
     await repo.insertMailToken(db, {
-      id: newId('mtk', now.getTime()), purpose, userId: user.id, email: user.email, tokenHash: sha256(token),
+      id: newId('mtk', now.getTime()), purpose, userId: user.id, email: user.email, tokenHash: hash,
       createdAt: now, expiresAt: new Date(now.getTime() + ttlSeconds * 1000),
     })
     return token

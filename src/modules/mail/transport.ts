@@ -18,11 +18,14 @@ export interface MailTransport {
   close(): void
 }
 
-/** nodemailer over SMTP_URL (smtp:// upgrades with STARTTLS when offered; smtps:// is TLS from the start). */
+/** nodemailer over SMTP_URL (smtp:// upgrades with STARTTLS when offered; smtps:// is TLS from the start), pooled. */
 function smtpTransport(config: Config): MailTransport {
   const limit = config.MAIL_SEND_TIMEOUT
   const transporter = createTransport({
     url: config.SMTP_URL,
+    // Connections are reused, one per concurrent delivery (sender.ts): a TCP and TLS handshake and
+    // a greeting per mail capped a sender at a few dozen mails a second.
+    pool: true, maxConnections: config.MAIL_CONCURRENCY, maxMessages: 100,
     connectionTimeout: Math.min(10_000, limit), greetingTimeout: Math.min(10_000, limit), socketTimeout: Math.min(20_000, limit),
   }, { from: config.MAIL_FROM })
   return {

@@ -4,18 +4,15 @@ import type { FastifyRequest } from 'fastify'
 import { sessionAuth } from '../../plugins/authenticate.js'
 import { errorResponses, NoContent } from '../../schemas/common.js'
 import { clientMeta } from '../auth/routes.js'
-import { normalizeEmail } from '../auth/service.js'
+import { limitMailTo } from '../mail/limits.js'
 import { AcceptedSchema, ChangeEmailBodySchema, ForgotPasswordBodySchema, MailedTokenBodySchema, ResetPasswordBodySchema } from './schemas.js'
 
 const TAGS = ['auth']
-const HOUR = 3_600_000
 
 const mailboxRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   const service = app.mailbox
-  /** Mail to one address is limited whoever asks for it (RATE_LIMIT_MAIL_PER_EMAIL an hour); counted for unknown addresses too. */
-  const perAddress = (request: FastifyRequest, email: string) =>
-    app.consumeKeyedLimit(request, { name: 'mail-to', key: normalizeEmail(email), max: config.RATE_LIMIT_MAIL_PER_EMAIL, windowMs: HOUR })
+  const perAddress = (request: FastifyRequest, email: string) => limitMailTo(app, request, email)
 
   app.post('/auth/password/forgot', {
     config: { rateLimit: app.ipRateLimit(config.RATE_LIMIT_PASSWORD_RESET) },
@@ -62,7 +59,7 @@ const mailboxRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: TAGS, operationId: 'resendEmailVerification', summary: 'Mail a new verification link (the previous one stops working)',
       description: 'Always 202 with the same body, whether or not an unverified account has the address (no session needed: with EMAIL_VERIFICATION=required there is none yet).',
       body: ForgotPasswordBodySchema,
-      response: { 202: AcceptedSchema, ...errorResponses(409) },
+      response: { 202: AcceptedSchema },
     },
   }, async (request, reply) => {
     await perAddress(request, request.body.email)

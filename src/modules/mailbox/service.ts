@@ -107,8 +107,8 @@ export class MailboxService {
    * has it. Public, since with EMAIL_VERIFICATION=required the user has no session: like a
    * forgot-password request, it queues one row whatever the address, and the sender decides.
    */
+  /** Also with EMAIL_VERIFICATION=off (no mail at registration): accepting an invitation needs a verified address. */
   async resendVerification(rawEmail: string): Promise<void> {
-    if (this.deps.config.EMAIL_VERIFICATION === 'off') throw new AppError('CONFLICT', 'Email verification is off')
     const email = normalizeEmail(rawEmail)
     if (!isEmailAddress(email)) throw validationError('email', 'must be an email address')
     await this.deps.outbox.queue(this.deps.db, { kind: 'email_verification', to: email })

@@ -4,7 +4,7 @@ import { sessionAuth } from '../../plugins/authenticate.js'
 import { Type } from '@sinclair/typebox'
 import { DEFAULT_PAGE_SIZE, errorResponses, ListQuerySchema, NoContent } from '../../schemas/common.js'
 import {
-  AddMemberBodySchema, CreateOrganizationBodySchema, MemberPageSchema, MemberParamsSchema, MemberSchema,
+  CreateOrganizationBodySchema, MemberPageSchema, MemberParamsSchema, MemberSchema,
   OrganizationPageSchema, OrganizationSchema, OrgParamsSchema, UpdateMemberBodySchema, UpdateOrganizationBodySchema,
 } from './schemas.js'
 import { OrganizationService } from './service.js'
@@ -60,13 +60,17 @@ const organizationRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request) => service.listMembers(request.auth!, request.query.limit ?? DEFAULT_PAGE_SIZE, request.query.cursor))
 
-  app.post('/organizations/:org_id/members', {
-    config: { auth: { methods: EITHER, roles: ADMINS, scopes: ['members:write'] } },
+  app.delete('/organizations/:org_id/members/me', {
+    config: { auth: {} },
     schema: {
-      tags: TAGS, operationId: 'addMember', summary: 'Add an existing user by email with a role (owner or admin)',
-      params: OrgParamsSchema, body: AddMemberBodySchema, response: { 201: Member, ...errorResponses(404, 409) },
+      tags: TAGS, operationId: 'leaveOrganization', summary: 'Leave the organization (any role; not its last owner)',
+      description: "The caller's sessions lose the organization at once; API keys the caller created stay (they are the organization's).",
+      params: OrgParamsSchema, response: { 204: NoContent, ...errorResponses(404, 409) },
     },
-  }, async (request, reply) => reply.code(201).send(await service.addMember(request.auth!, request.body)))
+  }, async (request, reply) => {
+    await service.leave(sessionAuth(request))
+    return reply.code(204).send(null)
+  })
 
   app.patch('/organizations/:org_id/members/:user_id', {
     config: { auth: { methods: EITHER, roles: ADMINS, scopes: ['members:write'] } },

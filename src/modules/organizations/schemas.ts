@@ -35,12 +35,6 @@ export const MemberPageSchema = Type.Object({
   next_cursor: Type.Union([Type.String(), Type.Null()]),
 })
 
-export const AddMemberBodySchema = Type.Object({
-  email: Type.String({ minLength: 3, maxLength: 320 }),
-  role: RoleSchema,
-}, { additionalProperties: false })
-export type AddMemberBody = Static<typeof AddMemberBodySchema>
-
 export const UpdateMemberBodySchema = Type.Object({ role: RoleSchema }, { additionalProperties: false })
 
 export const ORGANIZATION_SHARED_SCHEMAS = [OrganizationSchema, MemberSchema]

@@ -1,4 +1,5 @@
-// Organization rules: create, rename, members and roles. An organization
+// Organization rules: create, rename, members and roles (members join by
+// invitation only: src/modules/invitations). An organization
 // always keeps an owner; a role is granted, changed or taken away only within
 // the caller's own authority (only owners make or unmake owners; a key grants no
 // role beyond its scopes); removing a member revokes that user's sessions in
@@ -7,20 +8,16 @@ import type { Config, Role } from '../../config.js'
 import { assertWithinAuthority, type Holder } from '../../lib/authority.js'
 import { currentHolder } from '../authority/current-holder.js'
 import type { Database, Queryable } from '../../db/client.js'
-import { isUniqueViolation } from '../../db/errors.js'
 import { AppError, notFound } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { newId } from '../../lib/ids.js'
 import { keysetPage } from '../../lib/pagination.js'
 import type { AuthContext, SessionAuth, Tenancy } from '../../plugins/tenancy.js'
 import * as apiKeyRepo from '../api-keys/repository.js'
-import * as userRepo from '../auth/repository.js'
 import { actor, type AuditLog } from '../audit/service.js'
-import { normalizeEmail } from '../auth/service.js'
 import type { SessionService } from '../sessions/service.js'
 import type { EventBus } from '../../plugins/events.js'
 import * as repo from './repository.js'
-import type { AddMemberBody } from './schemas.js'
 
 export interface OrganizationServiceDeps {
   db: Database
@@ -82,25 +79,6 @@ export class OrganizationService {
     return keysetPage(await repo.listMembers(this.deps.db, auth.orgId, limit + 1, cursor), limit, (m) => m.userId, memberView)
   }
 
-  async addMember(auth: AuthContext, body: AddMemberBody) {
-    this.assertMayGrant(auth, body.role)
-    const user = await userRepo.findUserByEmail(this.deps.db, normalizeEmail(body.email))
-    if (!user || user.disabledAt) throw new AppError('NOT_FOUND', 'No account with this email')
-    const now = new Date(this.deps.clock.now())
-    try {
-      await this.deps.db.transaction(async (tx) => {
-        this.assertMayGrant(await this.holderNow(tx, auth), body.role)
-        await repo.insertMembership(tx, { orgId: auth.orgId, userId: user.id, role: body.role, createdAt: now })
-      })
-    } catch (err) {
-      if (isUniqueViolation(err)) throw new AppError('CONFLICT', 'Already a member of this organization')
-      throw err
-    }
-    await this.deps.tenancy.publishMembershipChange(auth.orgId, user.id)
-    this.deps.audit.record({ orgId: auth.orgId, action: 'member.added', ...actor(auth), targetType: 'user', targetId: user.id, metadata: { role: body.role } })
-    return memberView({ userId: user.id, email: user.email, name: user.name, role: body.role, joinedAt: now })
-  }
-
   async changeRole(auth: AuthContext, userId: string, role: Role) {
     const member = await this.deps.db.transaction(async (tx) => {
       const owners = await repo.lockOwners(tx, auth.orgId)
@@ -126,6 +104,15 @@ export class OrganizationService {
    * leaves. The audit event lists them, for an admin to review or revoke.
    */
   async removeMember(auth: AuthContext, userId: string) {
+    await this.remove(auth, userId, 'member.removed')
+  }
+
+  /** A member leaves (any role; the last owner cannot). */
+  async leave(auth: SessionAuth) {
+    await this.remove(auth, auth.userId, 'member.left')
+  }
+
+  private async remove(auth: AuthContext, userId: string, action: 'member.removed' | 'member.left') {
     const keptKeys = await this.deps.db.transaction(async (tx) => {
       const owners = await repo.lockOwners(tx, auth.orgId)
       const target = await repo.findMember(tx, auth.orgId, userId)
@@ -140,7 +127,7 @@ export class OrganizationService {
     await this.deps.tenancy.publishMembershipChange(auth.orgId, userId)
     await this.deps.sessions.revoke(userId, { orgId: auth.orgId })
     this.deps.audit.record({
-      orgId: auth.orgId, action: 'member.removed', ...actor(auth), targetType: 'user', targetId: userId,
+      orgId: auth.orgId, action, ...actor(auth), targetType: 'user', targetId: userId,
       metadata: { api_keys_kept: keptKeys },
     })
   }
