@@ -45,6 +45,9 @@ import mailbox from './modules/mailbox/plugin.js'
 import mailboxRoutes from './modules/mailbox/routes.js'
 import invitations from './modules/invitations/plugin.js'
 import invitationRoutes from './modules/invitations/routes.js'
+import admin from './modules/admin/plugin.js'
+import janitor from './modules/janitor/plugin.js'
+import adminRoutes from './modules/admin/routes.js'
 import type { DatabaseHandle } from './db/client.js'
 
 declare module 'fastify' {
@@ -215,6 +218,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   app.decorate('lockout', lockout)
   await app.register(mailbox)
   await app.register(invitations)
+  await app.register(admin)
+  await app.register(janitor)
   app.decorate('authService', new AuthService({
     db, config, clock, hasher, sessions, audit, lockout, mfa, profiles, apiKeys: app.apiKeys, mailbox: app.mailbox, invitations: app.invitations,
   }))
@@ -227,6 +232,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
   await app.register(mfaRoutes, { prefix: '/api/v1' })
   await app.register(organizationRoutes, { prefix: '/api/v1' })
   await app.register(invitationRoutes, { prefix: '/api/v1' })
+  await app.register(adminRoutes, { prefix: '/api/v1' })
   await app.register(auditRoutes, { prefix: '/api/v1' })
   await app.register(apiKeyRoutes, { prefix: '/api/v1' })
   await app.register(gatewayRoutes)

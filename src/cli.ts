@@ -5,6 +5,7 @@
 //   openapi check       fail when openapi/openapi.yaml differs from the code
 //   env example         print .env.example (every variable with its default)
 //   create-user --email E [--name N] [--company C]   create an account (password from PORTCULLIS_PASSWORD or stdin)
+//   users grant-superadmin EMAIL | users revoke-superadmin EMAIL   the only way to make or unmake a platform administrator
 import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError, ConfigSchema, loadConfig, loadDotEnv, resolveSecretKey, type Config } from './config.js'
@@ -71,8 +72,29 @@ async function createUser(args: string[]): Promise<number> {
   }
 }
 
+/** Superadmins are made here only: no HTTP route grants the flag. */
+async function superadmin(on: boolean, email: string | undefined): Promise<number> {
+  if (!email) {
+    console.error(`usage: npm run cli -- users ${on ? 'grant' : 'revoke'}-superadmin EMAIL`)
+    return 2
+  }
+  const app = await buildApp(envConfig(), { logger: false })
+  try {
+    await app.ready()
+    const id = await app.admin.setSuperadmin(email, on)
+    console.log(`${id} (${email}) is ${on ? 'now' : 'no longer'} a superadmin`)
+    return 0
+  } catch (err) {
+    console.error((err as Error).message)
+    return 1
+  } finally {
+    await app.close()
+  }
+}
+
 async function run(args: string[]): Promise<number> {
   if (args[0] === 'create-user') return createUser(args.slice(1))
+  if (args[0] === 'users' && (args[1] === 'grant-superadmin' || args[1] === 'revoke-superadmin')) return superadmin(args[1] === 'grant-superadmin', args[2])
   const command = args.join(' ')
   switch (command) {
     case 'migrate': {
@@ -126,7 +148,7 @@ async function run(args: string[]): Promise<number> {
       return 0
     }
     default:
-      console.error('usage: npm run cli -- migrate | keys rotate | mail list | openapi export | openapi check | env example | create-user --email E')
+      console.error('usage: npm run cli -- migrate | keys rotate | mail list | openapi export | openapi check | env example | create-user --email E | users grant-superadmin EMAIL | users revoke-superadmin EMAIL')
       return 2
   }
 }

@@ -23,6 +23,8 @@ export const users = pgTable('users', {
   disabledAt: timestamp('disabled_at', { withTimezone: true, mode: 'date' }),
   /** When the current address was proven by a mailed link; cleared by nothing but an address change. */
   emailVerifiedAt: timestamp('email_verified_at', { withTimezone: true, mode: 'date' }),
+  /** Set when the account's personal data was erased: the row stays as a tombstone (ids elsewhere still resolve). */
+  erasedAt: timestamp('erased_at', { withTimezone: true, mode: 'date' }),
   createdAt: createdAt(),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull(),
 }, (t) => [uniqueIndex('users_email_lower_key').on(sql`lower(${t.email})`)])
@@ -159,10 +161,12 @@ export const mfaChallenges = pgTable('mfa_challenges', {
 
 /**
  * Failed logins per normalized email, whether or not an account exists, so a
- * lockout reveals nothing. Updated by single atomic statements.
+ * lockout reveals nothing. Updated by single atomic statements. Keyed by an
+ * HMAC of the address, not the address: anyone can type any address into a
+ * login form, and an erased account's address must not come back that way.
  */
 export const loginFailures = pgTable('login_failures', {
-  email: text('email').primaryKey(),
+  emailKey: text('email').primaryKey(),
   failures: integer('failures').notNull(),
   windowStartedAt: timestamp('window_started_at', { withTimezone: true, mode: 'date' }).notNull(),
   lockedUntil: timestamp('locked_until', { withTimezone: true, mode: 'date' }),
@@ -248,3 +252,14 @@ export const invitations = pgTable('invitations', {
   check('invitations_state_check', sql`${t.state} in ('pending', 'accepted', 'revoked', 'expired')`),
 ])
 
+/** What operators did to accounts: the platform's own audit log, apart from organizations' logs. */
+export const platformAuditEvents = pgTable('platform_audit_events', {
+  id: text('id').primaryKey(),
+  action: text('action').notNull(),
+  actorUserId: text('actor_user_id'),
+  targetType: text('target_type'),
+  targetId: text('target_id'),
+  ip: text('ip'),
+  metadata: jsonb('metadata').$type<Record<string, unknown>>().notNull().default({}),
+  createdAt: createdAt(),
+}, (t) => [index('platform_audit_events_target_idx').on(t.targetId)])

@@ -38,11 +38,15 @@ export function scopesBeyond(config: Config, caller: Holder, grant: Grant): stri
 /**
  * Throws unless `grant` is within what `caller` holds: every scope the caller's, the owner role
  * only from an owner (an API key has no role, so it never grants owner), and nothing that
- * outlives a caller that expires.
+ * outlives a caller that expires (so an expiring key grants no role at all).
  */
 export function assertWithinAuthority(config: Config, caller: Holder, grant: Grant): void {
   if ('role' in grant && grant.role === 'owner' && caller.role !== 'owner') {
     throw new AppError('FORBIDDEN', 'Only an owner can grant, change or remove the owner role')
+  }
+  // A membership does not expire: a caller that does (a key with expires_at) can grant none.
+  if ('role' in grant && caller.expiresAt != null) {
+    throw new AppError('FORBIDDEN', `A key that expires cannot grant a role: the membership would outlive it (expires ${new Date(caller.expiresAt).toISOString()})`)
   }
   if ('scopes' in grant && caller.expiresAt != null && (grant.expiresAt == null || grant.expiresAt > caller.expiresAt)) {
     throw new AppError('FORBIDDEN', `A key cannot outlive the credential that grants it (expires ${new Date(caller.expiresAt).toISOString()})`)

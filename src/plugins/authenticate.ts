@@ -28,6 +28,8 @@ export interface RouteAuthConfig {
   org?: boolean
   /** An OAuth client endpoint: client_id + client_secret may come in the form body (client_secret_post). */
   clientAuth?: boolean
+  /** Platform administration: the contract names its own scheme (the flag itself is checked by the admin service). */
+  superadmin?: boolean
 }
 
 declare module 'fastify' {
@@ -320,7 +322,8 @@ export default fp(async (app) => {
     if (route.schema) {
       const methods = routeAuth.methods ?? ['session']
       // Bearer carries a session token or an API key; X-API-Key only a key.
-      route.schema.security = methods.includes('api_key') ? [{ bearerAuth: [] }, { apiKeyHeader: [] }] : [{ bearerAuth: [] }]
+      route.schema.security = routeAuth.superadmin ? [{ superadminAuth: [] }]
+        : methods.includes('api_key') ? [{ bearerAuth: [] }, { apiKeyHeader: [] }] : [{ bearerAuth: [] }]
       route.schema.response = { ...errorResponses(401, 403), ...(route.schema.response as object) }
     }
   })

@@ -14,6 +14,7 @@ import { SHARED_SCHEMAS } from '../modules/auth/schemas.js'
 import { SESSION_SHARED_SCHEMAS } from '../modules/sessions/schemas.js'
 import { ORGANIZATION_SHARED_SCHEMAS } from '../modules/organizations/schemas.js'
 import { INVITATION_SHARED_SCHEMAS } from '../modules/invitations/schemas.js'
+import { ADMIN_SHARED_SCHEMAS } from '../modules/admin/schemas.js'
 import { API_KEY_SHARED_SCHEMAS } from '../modules/api-keys/schemas.js'
 import { AUDIT_SHARED_SCHEMAS } from '../modules/audit/routes.js'
 import { OAUTH_SHARED_SCHEMAS } from '../modules/oauth/schemas.js'
@@ -97,7 +98,7 @@ function platformErrors(method: string, schema: FastifySchema): number[] {
 }
 
 export default fp(async (app) => {
-  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...INVITATION_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS, ...OAUTH_SHARED_SCHEMAS]
+  const shared = [ErrorSchema, ...SHARED_SCHEMAS, ...SESSION_SHARED_SCHEMAS, ...ORGANIZATION_SHARED_SCHEMAS, ...INVITATION_SHARED_SCHEMAS, ...ADMIN_SHARED_SCHEMAS, ...API_KEY_SHARED_SCHEMAS, ...AUDIT_SHARED_SCHEMAS, ...OAUTH_SHARED_SCHEMAS]
   for (const s of shared) app.addSchema(s)
 
   // @fastify/swagger marks every request body required; these operations take none as well.
@@ -139,7 +140,8 @@ export default fp(async (app) => {
         { name: 'auth', description: 'Accounts and login' },
         { name: 'sessions', description: 'Refresh, logout, sessions' },
         { name: 'two-factor', description: 'TOTP two-factor authentication and recovery codes' },
-        { name: 'organizations', description: 'Organizations, members, audit log' },
+        { name: 'organizations', description: 'Organizations, members, invitations, audit log' },
+        { name: 'admin', description: 'Platform administration, for superadmins (made from the CLI)' },
         { name: 'api-keys', description: 'Organization API keys' },
         { name: 'gateway', description: 'Forward-auth, introspection, revocation' },
         { name: 'oauth', description: 'The OAuth 2.0 token endpoint' },
@@ -154,6 +156,7 @@ export default fp(async (app) => {
         headers: RESPONSE_HEADERS as never,
         securitySchemes: {
           bearerAuth: { type: 'http', scheme: 'bearer', description: 'An access token from login, or (where the operation accepts keys) an API key' },
+          superadminAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: 'An access token of a platform administrator\'s session (a JWT, verified as RFC8725 recommends: one allowed algorithm, typ at+jwt); the account\'s superadmin flag (set only from the CLI) is read on every request' },
           apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'An organization API key' },
           clientBasic: { type: 'http', scheme: 'basic', description: 'An API key as an OAuth client: the key id as user name, the key as password' },
         },

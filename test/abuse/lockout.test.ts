@@ -22,7 +22,7 @@ const LOCK_SECONDS = 30 * 60
 const WRONG = 'not-the-password-99'
 
 const failuresOf = async (email: string) =>
-  (await app.db.select().from(loginFailures).where(eq(loginFailures.email, email)))[0]
+  (await app.db.select().from(loginFailures).where(eq(loginFailures.emailKey, app.lockout.keyOf(email))))[0]
 
 /** `n` wrong passwords in a row, each expected to be a plain 401. */
 async function failLogins(t: Test, email: string, n: number) {

@@ -166,6 +166,13 @@ const OTHER: Record<string, string> = {
   'GET /api/v1/organizations/{org_id}/audit-events': 'reads',
   'GET /api/v1/api-keys': 'reads', 'GET /api/v1/api-keys/{id}': 'reads', 'DELETE /api/v1/api-keys/{id}': 'revokes',
   'POST /api/v1/auth/introspect': 'reads', 'POST /api/v1/auth/revoke': 'revokes',
+  'DELETE /api/v1/auth/me': "erases the caller's own account (its password always)",
+  'GET /api/v1/admin/users': 'reads (superadmins)', 'GET /api/v1/admin/users/{user_id}': 'reads (superadmins)',
+  'GET /api/v1/admin/organizations': 'reads (superadmins)', 'GET /api/v1/admin/audit-events': 'reads (superadmins)',
+  'POST /api/v1/admin/users/{user_id}/disable': 'revokes every session of the account (superadmins)',
+  'POST /api/v1/admin/users/{user_id}/erase': 'revokes and erases (superadmins)',
+  'POST /api/v1/admin/users/{user_id}/enable': 'lets a disabled account log in again with its own memberships: nothing it did not hold (superadmins)',
+  'POST /api/v1/admin/users/{user_id}/password-reset': 'queues the account\'s own reset mail (superadmins)',
 }
 
 const doc = app.swagger() as unknown as { paths: Record<string, Partial<Record<string, unknown>>> }

@@ -63,7 +63,7 @@ t.test('register → login → me → org → invite → mail → sign-up with t
   })
   t.equal(invitation.response.status, 201)
   t.match(invitation.data, { email: colleague, role: 'member', state: 'pending' })
-  const invited = await smtp.waitFor(colleague, (m) => /invited to join Second Org/.test(m.subject ?? ''))
+  const invited = await smtp.waitFor(colleague, (m) => /invited to join an organization/.test(m.subject ?? ''))
   const joined = await client.POST('/api/v1/auth/register', { body: { email: colleague, password: STRONG_PASSWORD, invitation_token: tokenIn(invited) } })
   t.equal(joined.response.status, 201)
   t.match(joined.data, { organization: { id: orgId, role: 'member' }, user: { email: colleague, email_verified: true } }, 'joined with the invited role; the address is verified')

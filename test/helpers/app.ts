@@ -1,6 +1,7 @@
 // Builds the app for one test file on a fresh database: in-memory PGlite by
 // default, or a brand-new PostgreSQL database when TEST_DATABASE_URL is set.
 import { randomBytes } from 'node:crypto'
+import { tapMail } from './mail-tap.js'
 import postgres from 'postgres'
 import type { Test } from 'tap'
 import { buildApp, type BuildOptions } from '../../src/app.js'
@@ -52,7 +53,7 @@ export interface TestAppOptions extends BuildOptions {
 export const RELAXED_LIMITS = {
   RATE_LIMIT_LOGIN: '100000', RATE_LIMIT_REGISTER: '100000', RATE_LIMIT_REFRESH: '100000',
   RATE_LIMIT_VERIFY_2FA: '100000', RATE_LIMIT_GLOBAL: '1000000', RATE_LIMIT_AUTH_FAILURES: '1000000',
-  RATE_LIMIT_PASSWORD_RESET: '100000', RATE_LIMIT_MAIL_PER_EMAIL: '100000',
+  RATE_LIMIT_PASSWORD_RESET: '100000', RATE_LIMIT_MAIL_PER_EMAIL: '100000', RATE_LIMIT_INVITATIONS: '100000',
 }
 
 export function testConfig(env: Record<string, string>): Config {
@@ -70,6 +71,7 @@ export async function buildTestApp(t: Test, options: TestAppOptions = {}) {
   t.teardown(() => app.close())
   await options.beforeReady?.(app)
   await app.ready()
+  tapMail(app)
   return app
 }
 

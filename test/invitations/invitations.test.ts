@@ -63,7 +63,8 @@ t.test('invite → mail → accept, as an existing account once its address is v
   t.equal(await roleOf(person.user.id), undefined, 'not a member until it accepts')
 
   const mail = await invitationMail(person.email)
-  t.match(mail.subject, /invited to join Invitations Inc/)
+  t.match(mail.subject, /invited to join an organization/)
+  t.match(mail.text, /named "Invitations Inc" as an admin/)
   t.match(linkIn(mail), /^https:\/\/app\.example\.test\/accept-invitation\?token=[A-Za-z0-9_-]{43}$/)
   const token = tokenIn(mail)
 
@@ -254,7 +255,20 @@ t.test('an organization name cannot break out of its line in the mail', async (t
   const to = uniqueEmail('header')
   expectStatus(await inviteAs(owner, to, 'member', created.id), 201, 'invite')
   const mail = await invitationMail(to)
-  t.equal(mail.subject, 'Portcullis: you are invited to join Evil Bcc: victim@example.com Body', 'one line of subject')
+  t.equal(mail.subject, 'Portcullis: you are invited to join an organization')
   t.same(mail.bcc, undefined, 'no header was injected')
-  t.notOk(mail.text?.includes('\r\nBcc'), 'nor a line in the text')
+  t.match(mail.text, /named "Evil Bcc: victim\[@\]example\[\.\]com Body" as a member/, 'one line in the text, defanged')
+})
+
+t.test('an organization mails at most RATE_LIMIT_INVITATIONS invitations an hour', async (t) => {
+  const limited = await buildTestApp(t, { env: { ...FAST_ARGON2, ...mailEnv(smtp), RATE_LIMIT_INVITATIONS: '3' } })
+  const boss = await register(limited)
+  const inviteOne = () => limited.inject({ method: 'POST', url: `/api/v1/organizations/${boss.organization.id}/invitations`, headers: bearer(boss.access_token), payload: { email: uniqueEmail('many'), role: 'member' } })
+  const statuses = []
+  for (let i = 0; i < 5; i++) statuses.push((await inviteOne()).statusCode)
+  t.same(statuses, [201, 201, 201, 429, 429], 'three, then 429')
+  const other = await register(limited)
+  t.equal((await limited.inject({ method: 'POST', url: `/api/v1/organizations/${other.organization.id}/invitations`, headers: bearer(other.access_token), payload: { email: uniqueEmail(), role: 'member' } })).statusCode, 201, 'another organization has its own count')
+  const list = expectStatus(await limited.inject({ method: 'GET', url: `/api/v1/organizations/${boss.organization.id}/invitations`, headers: bearer(boss.access_token) }), 200, 'list')
+  t.equal(list.items.length, 3, 'a refused invitation was not kept')
 })

@@ -50,6 +50,16 @@ const CALLER_ONLY: Record<string, string> = {
   'POST /api/v1/auth/introspect': "RFC 7662: another tenant's token is exactly {active:false} (test/gateway/introspection)",
   'POST /api/v1/auth/revoke': "RFC 7009: another tenant's token is left alone, still 200 (test/gateway/introspection)",
   'POST /api/v1/invitations/accept': "a mailed token of one invitation, taken only by the invited, verified address (test/invitations)",
+  'DELETE /api/v1/auth/me': "the caller's own account",
+  // Platform administration spans tenants by design: superadmins only, every tenant credential 403 (test/admin).
+  'GET /api/v1/admin/users': 'platform administration (superadmins only: test/admin)',
+  'GET /api/v1/admin/users/{user_id}': 'platform administration (superadmins only: test/admin)',
+  'POST /api/v1/admin/users/{user_id}/disable': 'platform administration (superadmins only: test/admin)',
+  'POST /api/v1/admin/users/{user_id}/enable': 'platform administration (superadmins only: test/admin)',
+  'POST /api/v1/admin/users/{user_id}/password-reset': 'platform administration (superadmins only: test/admin)',
+  'POST /api/v1/admin/users/{user_id}/erase': 'platform administration (superadmins only: test/admin)',
+  'GET /api/v1/admin/organizations': 'platform administration (superadmins only: test/admin)',
+  'GET /api/v1/admin/audit-events': 'platform administration (superadmins only: test/admin)',
 }
 
 /** Operations with no id in the path that act in the request's organization context (X-Org-ID). */

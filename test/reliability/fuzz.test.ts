@@ -11,6 +11,7 @@
 import t, { type Test } from 'tap'
 import fc from 'fast-check'
 import { randomBytes } from 'node:crypto'
+import postgres from 'postgres'
 import { decodeJwt } from 'jose'
 import { totpAt } from '../../src/lib/totp.js'
 import { STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
@@ -35,12 +36,14 @@ t.comment(`FUZZ_SEED=${SEED} (replay: FUZZ_SEED=${SEED} npx tap test/reliability
 
 // A real SMTP server: the mailed-link operations get their tokens from the mail, as users do.
 const smtp = await startSmtp(t)
+/** The server's own PostgreSQL database (CI), which this process can reach: a superadmin is made there, as the CLI would. */
+const SERVER_DATABASE_URL = TEST_DATABASE_URL ? await freshDatabaseUrl(t) : undefined
 const server = await startServer(t, {
   ...mailEnv(smtp),
   LOG_LEVEL: 'warn', ARGON2_MEMORY_KIB: '1024', ARGON2_TIME_COST: '1',
   // The maximum the configuration allows (1000): fuzzed logins and 2FA codes never lock the fixtures' emails.
   LOCKOUT_MAX_ATTEMPTS: '1000',
-  ...(TEST_DATABASE_URL ? { DATABASE_URL: await freshDatabaseUrl(t), SECRET_KEY: randomBytes(32).toString('base64') } : {}),
+  ...(SERVER_DATABASE_URL ? { DATABASE_URL: SERVER_DATABASE_URL, SECRET_KEY: randomBytes(32).toString('base64') } : {}),
   ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}),
 })
 const BASE = server.base
@@ -172,6 +175,19 @@ const INVITEES = await Promise.all(Array.from({ length: LIVE_MAILED_TOKENS }, as
   return { session: p.token, invitation: tokenIn(await smtp.waitFor(p.email, (m) => /invited to join/.test(m.subject ?? ''), MAIL_WAIT)) }
 }))
 
+/**
+ * A platform administrator, for the admin operations. Only the CLI makes one, against the server's
+ * database: reachable from here on PostgreSQL (CI), not inside the server's in-memory PGlite.
+ */
+const SUPERADMIN = await (async () => {
+  if (!SERVER_DATABASE_URL) return undefined
+  const p = await registerUser('superadmin')
+  const db = postgres(SERVER_DATABASE_URL, { max: 1, onnotice: () => {} })
+  try { await db`update users set is_superadmin = true where email = ${p.email}` } finally { await db.end() }
+  return p
+})()
+const ADMIN_OPS = new Set(['adminListUsers', 'adminGetUser', 'adminDisableUser', 'adminEnableUser', 'adminSendPasswordReset', 'adminEraseUser', 'adminListOrganizations', 'adminListAuditEvents'])
+
 /** Members of the stable owner's organization, signed in to it, free to leave it (leaveOrganization). */
 const LEAVERS = await Promise.all(Array.from({ length: LIVE_MAILED_TOKENS }, async () => {
   const p = await registerUser('leaver')
@@ -190,13 +206,14 @@ const LEAVERS = await Promise.all(Array.from({ length: LIVE_MAILED_TOKENS }, asy
  * and its own invitation; leaver: a member of the stable organization, signed
  * in to it (both while they last, then the stable owner).
  */
-type Mode = 'stable' | 'fresh' | 'fresh2faPending' | 'fresh2faEnabled' | 'freshKey' | 'members' | 'mfaLogin' | 'invitee' | 'leaver'
+type Mode = 'stable' | 'fresh' | 'fresh2faPending' | 'fresh2faEnabled' | 'freshKey' | 'members' | 'mfaLogin' | 'invitee' | 'leaver' | 'superadmin'
 
 const MODES: Record<string, Mode> = {
   logout: 'fresh', logoutAll: 'fresh', changePassword: 'fresh', revokeSession: 'fresh', refresh: 'fresh', revokeToken: 'fresh',
   enableTwoFactor: 'fresh2faPending', disableTwoFactor: 'fresh2faEnabled', regenerateRecoveryCodes: 'fresh2faEnabled',
   revokeApiKey: 'freshKey', rotateApiKey: 'freshKey',
   createInvitation: 'members', updateMember: 'members', removeMember: 'members', leaveOrganization: 'leaver', acceptInvitation: 'invitee',
+  ...Object.fromEntries([...ADMIN_OPS].map((op) => [op, 'superadmin' as const])), eraseMyAccount: 'fresh',
   verifyTwoFactor: 'mfaLogin',
   changeEmail: 'fresh',
 }
@@ -226,6 +243,10 @@ const HINTS: Record<string, Record<string, string[]>> = {
   resendInvitation: { org_id: ORG, invitation_id: ['invitationId'] },
   acceptInvitation: { token: ['invitationToken'] },
   leaveOrganization: { org_id: ORG },
+  eraseMyAccount: { password: ['password'] },
+  adminListUsers: { email_prefix: ['loginEmail'] },
+  adminGetUser: { user_id: ['targetUserId'] }, adminEnableUser: { user_id: ['targetUserId'] }, adminSendPasswordReset: { user_id: ['targetUserId'] },
+  adminDisableUser: { user_id: ['targetUserId'], password: ['password'] }, adminEraseUser: { user_id: ['targetUserId'], password: ['password'] },
   updateMember: { org_id: ORG, user_id: ['poolUserId'] },
   removeMember: { org_id: ORG, user_id: ['poolUserId'] },
   listAuditEvents: { org_id: ORG },
@@ -295,6 +316,7 @@ class RequestContext {
     const fresh = this.isFresh
     switch (h.name) {
       case 'auth.session':
+        if (this.mode === 'superadmin') return SUPERADMIN?.token ?? S.owner.token
         if (this.mode === 'invitee') return (await this.invitee())?.session ?? S.owner.token
         if (this.mode === 'leaver') return (await this.once('leaver', async () => LEAVERS.pop())) ?? S.owner.token
         return fresh ? (await this.fresh()).token : S.owner.token
@@ -343,6 +365,8 @@ class RequestContext {
       case 'verificationToken': return MAILED.verification.pop() ?? DEAD_TOKEN
       case 'resetToken': return MAILED.reset.pop() ?? DEAD_TOKEN
       case 'emailChangeToken': return MAILED.change.pop() ?? DEAD_TOKEN
+      // An account of its own per request: what disable and erase destroy is its own.
+      case 'targetUserId': return this.once('target', async () => (await registerUser('target')).userId)
       case 'invitationToken':
         if (this.mode === 'invitee') return (await this.invitee())?.invitation ?? DEAD_TOKEN
         return MAILED.invitation.pop() ?? DEAD_TOKEN
@@ -606,12 +630,16 @@ for (const op of ops) {
     t.equal(failures.length, 0, `every response declared, schema-valid, never 5xx (${failures.length} of ${outcomes.length} not)`, {
       failures: failures.slice(0, 5),
     })
-    t.ok([...statuses.keys()].some((s) => typeof s === 'number' && s >= 200 && s < 300), 'reached a 2xx: the happy path is covered too')
+    if (ADMIN_OPS.has(op.id) && !SUPERADMIN) {
+      await t.test('reached a 2xx', { skip: 'needs a superadmin, which only the CLI makes, in a database this process cannot reach (the server\'s in-memory PGlite); with TEST_DATABASE_URL it runs, and test/admin covers the happy paths' }, async () => {})
+    } else {
+      t.ok([...statuses.keys()].some((s) => typeof s === 'number' && s >= 200 && s < 300), 'reached a 2xx: the happy path is covered too')
+    }
   })
 }
 
 t.test('coverage', async (t) => {
-  t.equal(operations().length, 48, 'the document has 48 operations (HEAD /api/v1/auth/verify implicit)')
+  t.equal(operations().length, 57, 'the document has 57 operations (HEAD /api/v1/auth/verify implicit)')
   t.equal(ops.length, ONLY ? ops.length : operations().length, 'every operation fuzzed')
 })
 

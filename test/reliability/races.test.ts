@@ -144,8 +144,10 @@ t.test('one address invited at once, one invitation accepted at once: one 201 an
     const accepted = await Promise.all(Array.from({ length: 10 }, (_, i) => instances[i % 2]![0].inject({
       method: 'POST', url: '/api/v1/invitations/accept', headers: bearer(person.access_token), payload: { token },
     })))
-    t.same(statuses(accepted), { 200: 1, 400: 9 }, `round ${round}: one acceptance, nine 400`)
-    t.same([...new Set(accepted.filter((r) => r.statusCode === 400).map((r) => r.json().error.code))], ['INVALID_LINK'], 'the 400s are INVALID_LINK')
+    t.equal(accepted.filter((r) => r.statusCode === 200).length, 1, `round ${round}: one acceptance`)
+    // The others lost the token (INVALID_LINK), or looked after the winner committed (CONFLICT: already a member).
+    t.same(accepted.filter((r) => r.statusCode !== 200).filter((r) => !['INVALID_LINK', 'CONFLICT'].includes(r.json().error?.code)).map((r) => r.body), [],
+      'the rest INVALID_LINK or CONFLICT')
     const found = await rows<{ n: number }>(sql`
       select count(*)::int as n from memberships where org_id = ${owner.organization.id} and user_id = ${person.user.id}`)
     t.equal(found[0]!.n, 1, 'one membership row')

@@ -3,21 +3,32 @@
 // the email for LOCKOUT_DURATION. Counting is one atomic statement, so parallel
 // failures cannot race past the limit, and it lives in the database, so every
 // instance sees it. Attempts during a lock are refused unseen and never extend it.
+import { createHmac } from 'node:crypto'
 import { eq, sql } from 'drizzle-orm'
 import type { Config } from '../../config.js'
 import type { Database } from '../../db/client.js'
 import { loginFailures } from '../../db/schema.js'
 import { AppError } from '../../errors.js'
+import { deriveKey } from '../../lib/crypto.js'
 import type { Clock } from '../../lib/clock.js'
 import type { Metrics } from '../../plugins/metrics.js'
 
 export class Lockout {
-  constructor(private readonly deps: { db: Database; config: Config; clock: Clock; metrics: Metrics }) {}
+  private readonly key: Buffer
+
+  constructor(private readonly deps: { db: Database; config: Config; clock: Clock; metrics: Metrics }) {
+    this.key = deriveKey(deps.config.secretKey!, 'lockout')
+  }
+
+  /** What the counter of an address is stored under (an HMAC: the table holds no address). */
+  keyOf(email: string): string {
+    return createHmac('sha256', this.key).update(email).digest('base64url')
+  }
 
   /** 423 with Retry-After while the email is locked. */
   async assertNotLocked(email: string): Promise<void> {
     const [row] = await this.deps.db.select({ lockedUntil: loginFailures.lockedUntil }).from(loginFailures)
-      .where(eq(loginFailures.email, email)).limit(1)
+      .where(eq(loginFailures.emailKey, this.keyOf(email))).limit(1)
     this.throwIfLocked(row?.lockedUntil ?? null)
   }
 
@@ -36,9 +47,9 @@ export class Lockout {
     const locked = sql`(${f.lockedUntil} is not null and ${f.lockedUntil} > ${ts(now)})`
     const nextCount = sql`case when ${restart} then 1 else least(${f.failures} + 1, ${max}::int) end`
     const [row] = await this.deps.db.insert(loginFailures)
-      .values({ email, failures: 1, windowStartedAt: now, lockedUntil: max <= 1 ? lockUntil : null })
+      .values({ emailKey: this.keyOf(email), failures: 1, windowStartedAt: now, lockedUntil: max <= 1 ? lockUntil : null })
       .onConflictDoUpdate({
-        target: f.email,
+        target: f.emailKey,
         set: {
           failures: sql`case when ${locked} then ${f.failures} else ${nextCount} end`,
           windowStartedAt: sql`case when ${locked} then ${f.windowStartedAt} when ${restart} then ${ts(now)} else ${f.windowStartedAt} end`,
@@ -58,7 +69,7 @@ export class Lockout {
 
   /** Clears the count and any lock: the login has been won (a one-time code was claimed). */
   async clear(email: string): Promise<void> {
-    await this.deps.db.delete(loginFailures).where(eq(loginFailures.email, email))
+    await this.deps.db.delete(loginFailures).where(eq(loginFailures.emailKey, this.keyOf(email)))
   }
 
   private throwIfLocked(lockedUntil: Date | null) {

@@ -77,7 +77,7 @@ export class AuthService {
       id: newId('usr', now.getTime()), email, name: body.name?.trim() || null, passwordHash,
       isSuperadmin: false, mfaEnabled: false, totpSecretSealed: null, totpPendingSecretSealed: null, totpLastStep: null,
       // Following the mailed invitation proves the address, as a verification link would.
-      disabledAt: null, emailVerifiedAt: invited ? now : null, createdAt: now, updatedAt: now,
+      disabledAt: null, emailVerifiedAt: invited ? now : null, erasedAt: null, createdAt: now, updatedAt: now,
     }
     if (invited) return this.registerInvited(user, hashOf(body.invitation_token!), meta)
 

@@ -52,9 +52,10 @@ export async function revokeInvitation(db: Queryable, orgId: string, id: string,
   return row
 }
 
-/** A new token and expiry for a pending invitation (the old link dies); undefined when it was not pending. */
-export async function renewInvitation(db: Queryable, orgId: string, id: string, tokenHash: string, expiresAt: Date): Promise<InvitationRow | undefined> {
-  const [row] = await db.update(invitations).set({ tokenHash, expiresAt })
+/** A new token, expiry and inviter for a pending invitation (the old link dies); undefined when it was not pending. */
+export async function renewInvitation(db: Queryable, orgId: string, id: string,
+  fields: Pick<InvitationRow, 'tokenHash' | 'expiresAt' | 'invitedByUserId' | 'invitedByKeyId'>): Promise<InvitationRow | undefined> {
+  const [row] = await db.update(invitations).set(fields)
     .where(and(eq(invitations.orgId, orgId), eq(invitations.id, id), eq(invitations.state, 'pending'))).returning()
   return row
 }

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { sessionAuth } from '../../plugins/authenticate.js'
 import { DEFAULT_PAGE_SIZE, errorResponses, NoContent } from '../../schemas/common.js'
-import { limitMailTo } from '../mail/limits.js'
+import { limitInvitationMail } from '../mail/limits.js'
 import { MailedTokenBodySchema } from '../mailbox/schemas.js'
 import { OrganizationSchema, OrgParamsSchema } from '../organizations/schemas.js'
 import { InvitationListQuerySchema, InvitationPageSchema, InvitationParamsSchema, InvitationSchema, InviteBodySchema } from './schemas.js'
@@ -26,8 +26,8 @@ const invitationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       params: OrgParamsSchema, body: InviteBodySchema, response: { 201: Invitation, ...errorResponses(404, 409, 429) },
     },
   }, async (request, reply) => {
-    await limitMailTo(app, request, request.body.email)
-    return reply.code(201).send(await service.invite(request.auth!, request.body))
+    const beforeMail = (email: string) => limitInvitationMail(app, request, request.auth!.orgId, email)
+    return reply.code(201).send(await service.invite(request.auth!, request.body, beforeMail))
   })
 
   app.get('/organizations/:org_id/invitations', {
@@ -56,8 +56,8 @@ const invitationRoutes: FastifyPluginAsyncTypebox = async (app) => {
       params: InvitationParamsSchema, response: { 200: Invitation, ...errorResponses(404, 409, 429) },
     },
   }, async (request) => {
-    await limitMailTo(app, request, await service.recipientOf(request.auth!, request.params.invitation_id))
-    return service.resend(request.auth!, request.params.invitation_id)
+    const beforeMail = (email: string) => limitInvitationMail(app, request, request.auth!.orgId, email)
+    return service.resend(request.auth!, request.params.invitation_id, beforeMail)
   })
 
   app.post('/invitations/accept', {

@@ -43,6 +43,9 @@ export function invitationView(row: repo.InvitationRow, now: Date) {
   }
 }
 
+/** Spends the mail limits of an invitation about to be mailed (429 past them). */
+export type SpendMailLimit = (email: string) => Promise<void>
+
 const notForYou = () => new AppError('FORBIDDEN', 'This invitation is for another address, or your address is not verified yet: verify it, or sign in with the invited address')
 
 export class InvitationService {
@@ -50,7 +53,8 @@ export class InvitationService {
 
   private now() { return new Date(this.deps.clock.now()) }
 
-  async invite(auth: AuthContext, body: { email: string; role: Role }) {
+  /** `beforeMail` spends the mail limits, once the invitation is allowed and just before it is mailed. */
+  async invite(auth: AuthContext, body: { email: string; role: Role }, beforeMail: SpendMailLimit = async () => {}) {
     const email = normalizeEmail(body.email)
     if (!isEmailAddress(email)) throw validationError('email', 'must be an email address')
     this.assertMayGrant(auth, body.role)
@@ -69,6 +73,7 @@ export class InvitationService {
         if (await repo.isMemberByEmail(tx, auth.orgId, email)) throw new AppError('CONFLICT', 'This address already belongs to a member')
         await repo.expireLapsed(tx, auth.orgId, email, now)
         await repo.insertInvitation(tx, row)
+        await beforeMail(email)
         await this.queueMail(tx, row, token)
       })
     } catch (err) {
@@ -99,23 +104,23 @@ export class InvitationService {
     this.record(auth, 'invitation.revoked', row)
   }
 
-  /** The address an invitation of the caller's organization goes to (404 otherwise). */
-  async recipientOf(auth: AuthContext, id: string): Promise<string> {
-    const found = await repo.findInvitation(this.deps.db, auth.orgId, id)
-    if (!found) throw notFound('Invitation')
-    return found.email
-  }
-
-  /** A new link (the old one dies) and a new expiry; the role is capped again, by the one who resends. */
-  async resend(auth: AuthContext, id: string) {
+  /**
+   * A new link (the old one dies) and a new expiry. The one who resends becomes the inviter: the role
+   * is capped by their authority now, and checked against it again at acceptance.
+   */
+  async resend(auth: AuthContext, id: string, beforeMail: SpendMailLimit = async () => {}) {
     const now = this.now()
     const { token, hash } = mintToken()
     const row = await this.deps.db.transaction(async (tx) => {
       const found = await repo.findInvitation(tx, auth.orgId, id)
       if (!found) throw notFound('Invitation')
       this.assertMayGrant(await currentHolder(tx, this.deps.config, auth, now.getTime()), found.role)
-      const renewed = await repo.renewInvitation(tx, auth.orgId, id, hash, new Date(now.getTime() + this.deps.config.INVITATION_TTL * 1000))
+      const renewed = await repo.renewInvitation(tx, auth.orgId, id, {
+        tokenHash: hash, expiresAt: new Date(now.getTime() + this.deps.config.INVITATION_TTL * 1000),
+        invitedByUserId: auth.userId, invitedByKeyId: auth.keyId ?? null,
+      })
       if (!renewed) throw new AppError('CONFLICT', `The invitation is ${found.state}, not pending`)
+      await beforeMail(renewed.email)
       await this.queueMail(tx, renewed, token)
       return renewed
     })
@@ -151,6 +156,9 @@ export class InvitationService {
     if (!invitation) throw invalidLink()
     try {
       const inviter = await holderNow(tx, this.deps.config, { orgId: invitation.orgId, userId: invitation.invitedByUserId, keyId: invitation.invitedByKeyId }, now.getTime())
+      // Still allowed to invite at all (an owner or admin, or a key with members:write), and to grant this role.
+      const mayInvite = inviter.role === null ? inviter.scopes.includes('members:write') : inviter.role !== 'member'
+      if (!mayInvite) throw new AppError('FORBIDDEN')
       assertWithinAuthority(this.deps.config, inviter, { role: invitation.role })
     } catch {
       // Removed, demoted, or its key revoked since: the transaction rolls back, the invitation stays pending.

@@ -49,9 +49,15 @@ const unit = (n: number, name: string) => `${n} ${name}${n === 1 ? '' : 's'}`
 const minutes = (seconds: number) => (seconds % 86_400 === 0 ? unit(seconds / 86_400, 'day')
   : seconds % 3600 === 0 ? unit(seconds / 3600, 'hour') : unit(Math.round(seconds / 60), 'minute'))
 
-function invitationMail(config: MailConfig, token: string, organization: string, role: string) {
-  return compose(config, `you are invited to join ${organization}`, [
-    `You are invited to join the organization "${organization}" as ${role === 'admin' ? 'an' : 'a'} ${role}.`,
+/**
+ * The organization's name is its admins' words, sent from this service's address: it stays out of
+ * the subject, and in the body it is one line, defanged (`https[:]//evil[.]example`), so no mail
+ * client makes a link of it. The only link is the accept link.
+ */
+function invitationMail(config: MailConfig, token: string, name: string, role: string) {
+  const organization = name.replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim().replace(/:\/\//g, '[:]//').replace(/\./g, '[.]').replace(/@/g, '[@]')
+  return compose(config, 'you are invited to join an organization', [
+    `You are invited to join the organization named "${organization}" as ${role === 'admin' ? 'an' : 'a'} ${role}.`,
     `Accept with the link below, signed in with this address or by creating an account with it. The link works once, for ${minutes(config.INVITATION_TTL)}. If you do not know this organization, ignore this mail.`,
   ], { label: 'Accept the invitation', link: mailLink(config, 'invitation', token) })
 }
@@ -77,8 +83,7 @@ export const templates = {
     `The link works once, for ${minutes(config.EMAIL_VERIFICATION_TTL)}.`,
   ], { label: 'Confirm your new address', link: mailLink(config, 'email_change', token) }),
 
-  /** The organization's name is the inviter's words: one line of escaped text, never a link. */
-  invitation: (config: MailConfig, token: string, name: string, role: string) => invitationMail(config, token, name.replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim(), role),
+  invitation: invitationMail,
 
   emailChangeNotice: (config: MailConfig, newEmail: string) => compose(config, 'a change of email address was requested', [
     `Someone signed in to your account asked to change its email address to ${newEmail}. It changes only once the new address is confirmed.`,

@@ -1,0 +1,91 @@
+// SQL for platform administration: finding accounts, and erasing one.
+import { and, asc, desc, eq, gt, inArray, isNull, like, lt, or, sql } from 'drizzle-orm'
+import type { Queryable } from '../../db/client.js'
+import {
+  auditEvents, invitations, loginFailures, mailOutbox, mailTokens, memberships, mfaChallenges, organizations,
+  platformAuditEvents, recoveryCodes, refreshTokens, sessions, users,
+} from '../../db/schema.js'
+
+export type PlatformEventRow = typeof platformAuditEvents.$inferSelect
+
+export const insertPlatformEvent = (db: Queryable, row: typeof platformAuditEvents.$inferInsert) => db.insert(platformAuditEvents).values(row)
+
+export const listPlatformEvents = (db: Queryable, limit: number, before?: string) =>
+  db.select().from(platformAuditEvents).where(before ? lt(platformAuditEvents.id, before) : undefined)
+    .orderBy(desc(platformAuditEvents.id)).limit(limit)
+
+/** Accounts by address prefix (lower-cased, LIKE metacharacters taken literally), in id order after `afterId`. */
+export function searchUsers(db: Queryable, limit: number, emailPrefix?: string, afterId?: string) {
+  const prefix = emailPrefix?.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)
+  return db.select().from(users)
+    .where(and(prefix ? like(sql`lower(${users.email})`, `${prefix}%`) : undefined, afterId ? gt(users.id, afterId) : undefined))
+    .orderBy(asc(users.id)).limit(limit)
+}
+
+export const setSuperadmin = (db: Queryable, email: string, on: boolean) =>
+  db.update(users).set({ isSuperadmin: on }).where(eq(sql`lower(${users.email})`, email.toLowerCase())).returning({ id: users.id })
+
+export const setDisabled = (db: Queryable, id: string, at: Date | null, now: Date) =>
+  db.update(users).set({ disabledAt: at, updatedAt: now }).where(and(eq(users.id, id), isNull(users.erasedAt))).returning({ id: users.id })
+
+/** The sessions of an account, newest first (for an operator's view: never tokens). */
+export const listSessionsOf = (db: Queryable, userId: string) =>
+  db.select().from(sessions).where(eq(sessions.userId, userId)).orderBy(desc(sessions.createdAt)).limit(100)
+
+/** Organizations with their member counts, in id order after `afterId`. */
+export const listOrganizationsWithCounts = (db: Queryable, limit: number, afterId?: string) =>
+  db.select({
+    id: organizations.id, name: organizations.name, credits: organizations.credits, createdAt: organizations.createdAt,
+    members: sql<number>`(select count(*)::int from ${memberships} where ${memberships.orgId} = ${organizations.id})`,
+  }).from(organizations).where(afterId ? gt(organizations.id, afterId) : undefined).orderBy(asc(organizations.id)).limit(limit)
+
+/**
+ * Organizations the user is the only owner of, while others are members: erasing the user
+ * would leave them without an owner. Locks their owner rows (as a role change does).
+ */
+export async function orgsOrphanedBy(db: Queryable, userId: string): Promise<{ id: string; name: string }[]> {
+  const mine = await db.select({ orgId: memberships.orgId }).from(memberships)
+    .where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner'))).for('update')
+  if (!mine.length) return []
+  const ids = mine.map((m) => m.orgId)
+  const rows = await db.select({
+    id: organizations.id, name: organizations.name,
+    otherOwners: sql<number>`(select count(*)::int from ${memberships} m where m.org_id = ${organizations.id} and m.role = 'owner' and m.user_id <> ${userId})`,
+    others: sql<number>`(select count(*)::int from ${memberships} m where m.org_id = ${organizations.id} and m.user_id <> ${userId})`,
+  }).from(organizations).where(inArray(organizations.id, ids))
+  return rows.filter((r) => r.otherOwners === 0 && r.others > 0).map(({ id, name }) => ({ id, name }))
+}
+
+/**
+ * Removes the personal data of an account (GDPR erasure) and keeps a tombstone row, so ids
+ * elsewhere (audit events, revoked sessions, keys it created) still resolve and no foreign key
+ * breaks: the address becomes `erased+<id>@invalid`, the name, password and second factor go,
+ * memberships go (organizations left empty go with them), sessions stay revoked but lose their IP
+ * and device, and every other table loses the address and the IPs of this account.
+ */
+export async function eraseAccount(db: Queryable, user: { id: string; email: string }, lockoutKey: string, at: Date): Promise<void> {
+  const email = user.email.toLowerCase()
+  const solo = await db.select({ orgId: memberships.orgId }).from(memberships).where(and(eq(memberships.userId, user.id),
+    sql`not exists (select 1 from ${memberships} m where m.org_id = ${memberships.orgId} and m.user_id <> ${user.id})`))
+  await db.delete(memberships).where(eq(memberships.userId, user.id))
+  if (solo.length) await db.delete(organizations).where(inArray(organizations.id, solo.map((s) => s.orgId)))
+  const sessionIds = db.select({ id: sessions.id }).from(sessions).where(eq(sessions.userId, user.id))
+  await db.delete(refreshTokens).where(inArray(refreshTokens.sessionId, sessionIds))
+  await db.update(sessions).set({ ip: null, userAgent: null, revokedAt: sql`coalesce(${sessions.revokedAt}, ${at.toISOString()}::timestamptz)` })
+    .where(eq(sessions.userId, user.id))
+  await db.delete(recoveryCodes).where(eq(recoveryCodes.userId, user.id))
+  await db.delete(mfaChallenges).where(eq(mfaChallenges.userId, user.id))
+  await db.delete(mailTokens).where(eq(mailTokens.userId, user.id))
+  await db.delete(mailOutbox).where(or(eq(mailOutbox.userId, user.id), eq(sql`lower(${mailOutbox.recipient})`, email)))
+  await db.delete(loginFailures).where(eq(loginFailures.emailKey, lockoutKey))
+  await db.delete(invitations).where(eq(invitations.email, email))
+  // Audit events keep their ids and actions; they lose this account's IPs and any address in their details.
+  await db.update(auditEvents).set({ ip: null }).where(or(eq(auditEvents.actorUserId, user.id), eq(auditEvents.targetId, user.id)))
+  await db.update(auditEvents).set({ metadata: sql`'{}'::jsonb` }).where(sql`${auditEvents.metadata}::text ilike ${`%${email.replace(/[\\%_]/g, (c) => `\\${c}`)}%`}`)
+  await db.update(platformAuditEvents).set({ ip: null }).where(or(eq(platformAuditEvents.actorUserId, user.id), eq(platformAuditEvents.targetId, user.id)))
+  await db.update(users).set({
+    email: `erased+${user.id}@invalid`, name: null, passwordHash: '!', isSuperadmin: false, mfaEnabled: false,
+    totpSecretSealed: null, totpPendingSecretSealed: null, totpLastStep: null, emailVerifiedAt: null,
+    disabledAt: at, erasedAt: at, updatedAt: at,
+  }).where(eq(users.id, user.id))
+}

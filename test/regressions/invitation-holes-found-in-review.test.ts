@@ -1,0 +1,80 @@
+// Found by the adversarial review of invitations (issue 14), each reproduced
+// over HTTP before the fix:
+// 1. refused invitations spent the victim's mail budget: a key with only
+//    members:write sent 3 invites that were refused (403), and the victim's
+//    password reset then answered 429 for an hour;
+// 2. a demoted inviter's pending invitations still admitted people;
+// 3. an expiring key invited an address as admin, which outlived the key and
+//    could mint non-expiring all-scope keys;
+// 4. a resend by an owner kept the demoted admin as inviter, so the resent
+//    link was refused;
+// 5. an organization named like a phishing mail put its link first in the mail.
+import t from 'tap'
+import { buildTestApp, FakeClock, FAST_ARGON2 } from '../helpers/app.js'
+import { bearer, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { assertError } from '../helpers/errors.js'
+import { createKey, expectStatus, newTenant } from '../helpers/orgs.js'
+import { linkIn, mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
+
+const smtp = await startSmtp(t)
+const clock = new FakeClock()
+const app = await buildTestApp(t, { clock, env: { ...FAST_ARGON2, ...mailEnv(smtp), RATE_LIMIT_MAIL_PER_EMAIL: '2' } })
+const org = await newTenant(app, 'Review Inc')
+const owner = bearer(org.owner.token)
+const invite = (headers: Record<string, string>, email: string, role = 'member', orgId = org.id) =>
+  app.inject({ method: 'POST', url: `/api/v1/organizations/${orgId}/invitations`, headers, payload: { email, role } })
+const signUp = (email: string, token: string) =>
+  app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { email, password: STRONG_PASSWORD, invitation_token: token } })
+const invitationMail = async (email: string, nth = 1) => {
+  const all = () => smtp.to(email).filter((m) => /invited to join/.test(m.subject ?? ''))
+  await smtp.waitFor(email, () => all().length >= nth)
+  return all()[nth - 1]!
+}
+
+t.test('refused invitations spend nobody\'s mail budget', async (t) => {
+  const attacker = await register(app)
+  const key = await createKey(app, bearer(attacker.access_token), ['members:write'], 'members:write only')
+  const victim = await register(app)
+  for (let i = 0; i < 3; i++) assertError(t, await invite({ 'x-api-key': key.key }, victim.email, 'member', attacker.organization.id), 403, 'INSUFFICIENT_SCOPE')
+  t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/password/forgot', payload: { email: victim.email } })).statusCode, 202, 'the victim can still reset')
+})
+
+t.test('a demoted inviter\'s pending invitation admits nobody, until someone who may invite resends it', async (t) => {
+  const admin = await register(app)
+  expectStatus(await invite(owner, admin.email, 'admin'), 201, 'invite an admin')
+  const verification = await smtp.waitFor(admin.email, (m) => /confirm your email address/.test(m.subject ?? ''))
+  expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/email/verify', payload: { token: tokenIn(verification) } }), 204, 'verify')
+  expectStatus(await app.inject({ method: 'POST', url: '/api/v1/invitations/accept', headers: bearer(admin.access_token), payload: { token: tokenIn(await invitationMail(admin.email)) } }), 200, 'an admin')
+  const adminSession = expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: admin.email, password: STRONG_PASSWORD, org_id: org.id } }), 200, 'login')
+  const email = uniqueEmail('invited-by-admin')
+  const invitation = expectStatus(await invite(bearer(adminSession.access_token), email, 'member'), 201, 'the admin invites a member')
+  expectStatus(await app.inject({ method: 'PATCH', url: `/api/v1/organizations/${org.id}/members/${admin.user.id}`, headers: owner, payload: { role: 'member' } }), 200, 'demote the admin')
+  assertError(t, await signUp(email, tokenIn(await invitationMail(email))), 403, 'FORBIDDEN', /can no longer grant/, 'a member invites nobody')
+  const resent = expectStatus(await app.inject({ method: 'POST', url: `/api/v1/organizations/${org.id}/invitations/${invitation.id}/resend`, headers: owner }), 200, 'the owner resends')
+  t.equal(resent.invited_by.user_id, org.owner.id, 'the owner is now the inviter')
+  t.equal((await signUp(email, tokenIn(await invitationMail(email, 2)))).statusCode, 201, 'the resent link admits')
+})
+
+t.test('an expiring key grants no role (the membership would outlive it)', async (t) => {
+  const res = await app.inject({
+    method: 'POST', url: '/api/v1/api-keys', headers: owner,
+    payload: { name: 'short-lived', scopes: [...app.config.SCOPES], expires_at: new Date(clock.now() + 120_000).toISOString() },
+  })
+  const key = expectStatus(res, 201, 'an expiring all-scope key')
+  assertError(t, await invite({ 'x-api-key': key.key }, uniqueEmail('forever'), 'admin'), 403, 'FORBIDDEN', /expires/, 'no admin invitation')
+  assertError(t, await invite({ 'x-api-key': key.key }, uniqueEmail('forever'), 'member'), 403, 'FORBIDDEN', /expires/, 'nor a member one')
+  assertError(t, await app.inject({ method: 'PATCH', url: `/api/v1/organizations/${org.id}/members/${org.member.id}`, headers: { 'x-api-key': key.key }, payload: { role: 'admin' } }),
+    403, 'FORBIDDEN', /expires/, 'nor a role change')
+})
+
+t.test('an organization name is never a link in its invitation', async (t) => {
+  const created = expectStatus(await app.inject({ method: 'POST', url: '/api/v1/organizations', headers: owner, payload: { name: 'Security team: your password expired, renew at https://evil.example/renew' } }), 201, 'org')
+  const email = uniqueEmail('phished')
+  expectStatus(await invite(owner, email, 'member', created.id), 201, 'invite')
+  const mail = await invitationMail(email)
+  t.equal(mail.subject, 'Portcullis: you are invited to join an organization', 'the name stays out of the subject')
+  t.match(mail.text, /renew at https\[:\]\/\/evil\[\.\]example\/renew/, 'defanged in the body')
+  t.same(mail.text?.match(/https?:\/\/\S+/g), [linkIn(mail)], 'the accept link is the only link in the text')
+  t.match(linkIn(mail), /^https:\/\/app\.example\.test\/accept-invitation\?token=/)
+  t.notOk(String(mail.html).includes('evil.example'), 'nor a link in the HTML')
+})
