@@ -9,5 +9,5 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  app.decorate('admin', new AdminService({ db: app.db, clock: app.clock, sessions: app.sessions, mailbox: app.mailbox, tenancy: app.tenancy, lockout: app.lockout }))
-}, { name: 'admin', dependencies: ['mailbox'] })
+  app.decorate('admin', new AdminService({ db: app.db, clock: app.clock, sessions: app.sessions, mailbox: app.mailbox, tenancy: app.tenancy, lockout: app.lockout, events: app.events }))
+}, { name: 'admin', dependencies: ['mailbox', 'events'] })

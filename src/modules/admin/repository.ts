@@ -40,20 +40,32 @@ export const listOrganizationsWithCounts = (db: Queryable, limit: number, afterI
   }).from(organizations).where(afterId ? gt(organizations.id, afterId) : undefined).orderBy(asc(organizations.id)).limit(limit)
 
 /**
- * Organizations the user is the only owner of, while others are members: erasing the user
- * would leave them without an owner. Locks their owner rows (as a role change does).
+ * Locks the rows of every organization the user belongs to, in id order: the lock a role change,
+ * a removal, a departure (lockOwners) and an acceptance (invitations.join) take on their
+ * organization, so none of them interleaves with an erasure's reading of owners and members.
  */
-export async function orgsOrphanedBy(db: Queryable, userId: string): Promise<{ id: string; name: string }[]> {
-  const mine = await db.select({ orgId: memberships.orgId }).from(memberships)
-    .where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner'))).for('update')
-  if (!mine.length) return []
-  const ids = mine.map((m) => m.orgId)
+export async function lockOrganizationsOf(db: Queryable, userId: string): Promise<string[]> {
+  const rows = await db.select({ id: organizations.id }).from(organizations)
+    .where(inArray(organizations.id, db.select({ id: memberships.orgId }).from(memberships).where(eq(memberships.userId, userId))))
+    .orderBy(asc(organizations.id)).for('update')
+  return rows.map((r) => r.id)
+}
+
+/**
+ * Organizations the user is the only owner of, while others are members: erasing the user would
+ * leave them without an owner. Call with the organizations locked (lockOrganizationsOf).
+ */
+export async function orgsOrphanedBy(db: Queryable, userId: string, ids: string[]): Promise<{ id: string; name: string }[]> {
+  if (!ids.length) return []
+  const owned = await db.select({ orgId: memberships.orgId }).from(memberships).where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner')))
+  const ownedIds = new Set(owned.map((m) => m.orgId))
   const rows = await db.select({
     id: organizations.id, name: organizations.name,
     otherOwners: sql<number>`(select count(*)::int from ${memberships} m where m.org_id = ${organizations.id} and m.role = 'owner' and m.user_id <> ${userId})`,
     others: sql<number>`(select count(*)::int from ${memberships} m where m.org_id = ${organizations.id} and m.user_id <> ${userId})`,
   }).from(organizations).where(inArray(organizations.id, ids))
   return rows.filter((r) => r.otherOwners === 0 && r.others > 0).map(({ id, name }) => ({ id, name }))
+    .filter((r) => ownedIds.has(r.id))
 }
 
 /**
@@ -63,8 +75,18 @@ export async function orgsOrphanedBy(db: Queryable, userId: string): Promise<{ i
  * memberships go (organizations left empty go with them), sessions stay revoked but lose their IP
  * and device, and every other table loses the address and the IPs of this account.
  */
-export async function eraseAccount(db: Queryable, user: { id: string; email: string }, lockoutKey: string, at: Date): Promise<void> {
+export async function eraseAccount(db: Queryable, user: { id: string; email: string; name: string | null }, lockoutKey: string, at: Date): Promise<void> {
   const email = user.email.toLowerCase()
+  // Every address the account has had that the database still holds: mail and invitations to an
+  // earlier address are its too.
+  const earlier = await db.selectDistinct({ email: mailTokens.email }).from(mailTokens).where(eq(mailTokens.userId, user.id))
+  const taken = await db.selectDistinct({ email: invitations.email }).from(invitations).where(eq(invitations.acceptedByUserId, user.id))
+  const addresses = [...new Set([email, ...earlier.map((r) => r.email.toLowerCase()), ...taken.map((r) => r.email.toLowerCase())])]
+  // An organization named after the account by default ("<name>'s workspace") and kept for its
+  // other members loses the name.
+  const defaults = [user.name, email.split('@')[0]].filter((n): n is string => Boolean(n)).map((n) => `${n}'s workspace`)
+  await db.update(organizations).set({ name: 'Workspace', updatedAt: at })
+    .where(and(inArray(organizations.name, defaults), inArray(organizations.id, db.select({ id: memberships.orgId }).from(memberships).where(eq(memberships.userId, user.id)))))
   const solo = await db.select({ orgId: memberships.orgId }).from(memberships).where(and(eq(memberships.userId, user.id),
     sql`not exists (select 1 from ${memberships} m where m.org_id = ${memberships.orgId} and m.user_id <> ${user.id})`))
   await db.delete(memberships).where(eq(memberships.userId, user.id))
@@ -76,12 +98,14 @@ export async function eraseAccount(db: Queryable, user: { id: string; email: str
   await db.delete(recoveryCodes).where(eq(recoveryCodes.userId, user.id))
   await db.delete(mfaChallenges).where(eq(mfaChallenges.userId, user.id))
   await db.delete(mailTokens).where(eq(mailTokens.userId, user.id))
-  await db.delete(mailOutbox).where(or(eq(mailOutbox.userId, user.id), eq(sql`lower(${mailOutbox.recipient})`, email)))
+  await db.delete(mailOutbox).where(or(eq(mailOutbox.userId, user.id), inArray(sql`lower(${mailOutbox.recipient})`, addresses)))
   await db.delete(loginFailures).where(eq(loginFailures.emailKey, lockoutKey))
-  await db.delete(invitations).where(eq(invitations.email, email))
+  await db.delete(invitations).where(or(inArray(invitations.email, addresses), eq(invitations.acceptedByUserId, user.id)))
   // Audit events keep their ids and actions; they lose this account's IPs and any address in their details.
   await db.update(auditEvents).set({ ip: null }).where(or(eq(auditEvents.actorUserId, user.id), eq(auditEvents.targetId, user.id)))
-  await db.update(auditEvents).set({ metadata: sql`'{}'::jsonb` }).where(sql`${auditEvents.metadata}::text ilike ${`%${email.replace(/[\\%_]/g, (c) => `\\${c}`)}%`}`)
+  for (const address of addresses) {
+    await db.update(auditEvents).set({ metadata: sql`'{}'::jsonb` }).where(sql`${auditEvents.metadata}::text ilike ${`%${address.replace(/[\\%_]/g, (c) => `\\${c}`)}%`}`)
+  }
   await db.update(platformAuditEvents).set({ ip: null }).where(or(eq(platformAuditEvents.actorUserId, user.id), eq(platformAuditEvents.targetId, user.id)))
   await db.update(users).set({
     email: `erased+${user.id}@invalid`, name: null, passwordHash: '!', isSuperadmin: false, mfaEnabled: false,

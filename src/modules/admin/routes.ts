@@ -4,6 +4,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { sessionAuth } from '../../plugins/authenticate.js'
+import { limitMailTo } from '../mail/limits.js'
 import { DEFAULT_PAGE_SIZE, errorResponses, ListQuerySchema, NoContent } from '../../schemas/common.js'
 import {
   AccountDetailSchema, AccountPageSchema, AccountQuerySchema, OrganizationSummaryPageSchema, PlatformEventPageSchema, ProofBodySchema, UserParamsSchema,
@@ -54,18 +55,24 @@ const adminRoutes: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/admin/users/:user_id/enable', {
-    config: SESSION,
-    schema: { tags: TAGS, operationId: 'adminEnableUser', summary: 'Enable a disabled account', params: UserParamsSchema, response: { 204: NoContent, ...errorResponses(404) } },
+    config: SESSION, preValidation: noBodyIsEmpty,
+    schema: {
+      tags: TAGS, operationId: 'adminEnableUser', summary: 'Enable a disabled account',
+      description: 'Needs the administrator\'s password (and code): it gives an account its access back.',
+      params: UserParamsSchema, body: ProofBodySchema, response: { 204: NoContent, ...errorResponses(404, 423) },
+    },
   }, async (request, reply) => {
-    await service.enable(await operator(request), request.params.user_id)
+    await service.enable(await proven(request, request.body), request.params.user_id)
     return reply.code(204).send(null)
   })
 
   app.post('/admin/users/:user_id/password-reset', {
     config: SESSION,
-    schema: { tags: TAGS, operationId: 'adminSendPasswordReset', summary: 'Mail the account a password-reset link', params: UserParamsSchema, response: { 202: Type.Object({ message: Type.String() }), ...errorResponses(404) } },
+    schema: { tags: TAGS, operationId: 'adminSendPasswordReset', summary: 'Mail the account a password-reset link', params: UserParamsSchema, response: { 202: Type.Object({ message: Type.String() }), ...errorResponses(404, 429) } },
   }, async (request, reply) => {
-    await service.sendPasswordReset(await operator(request), request.params.user_id)
+    const op = await operator(request)
+    await limitMailTo(app, request, await service.addressOf(request.params.user_id)) // the address's mail limit holds for operators too
+    await service.sendPasswordReset(op, request.params.user_id)
     return reply.code(202).send({ message: 'A password-reset link is on its way (none for a disabled account)' })
   })
 

@@ -8,6 +8,7 @@ import { AppError, notFound } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { newId } from '../../lib/ids.js'
 import { keysetPage } from '../../lib/pagination.js'
+import type { EventBus } from '../../plugins/events.js'
 import type { SessionAuth, Tenancy } from '../../plugins/tenancy.js'
 import * as userRepo from '../auth/repository.js'
 import type { Lockout } from '../auth/lockout.js'
@@ -29,6 +30,7 @@ export interface AdminServiceDeps {
   mailbox: MailboxService
   tenancy: Tenancy
   lockout: Lockout
+  events: EventBus
 }
 
 export const accountView = (u: userRepo.UserRow) => ({
@@ -89,6 +91,7 @@ export class AdminService {
       return ids
     })
     await this.deps.sessions.announceRevoked(revoked)
+    await this.usersChanged(id)
   }
 
   async enable(operator: Operator, id: string) {
@@ -97,13 +100,19 @@ export class AdminService {
       if (!(await repo.setDisabled(tx, id, null, now)).length) throw notFound('User')
       await this.record(tx, operator, 'user.enabled', id)
     })
+    await this.usersChanged(id)
+  }
+
+  /** The address of an account (404 for none, or an erased one). */
+  async addressOf(id: string): Promise<string> {
+    const user = await userRepo.findUserById(this.deps.db, id)
+    if (!user || user.erasedAt) throw notFound('User')
+    return user.email
   }
 
   /** The same mail as a forgotten password (nothing for a disabled account). */
   async sendPasswordReset(operator: Operator, id: string) {
-    const user = await userRepo.findUserById(this.deps.db, id)
-    if (!user || user.erasedAt) throw notFound('User')
-    await this.deps.mailbox.forgotPassword(user.email)
+    await this.deps.mailbox.forgotPassword(await this.addressOf(id))
     await this.record(this.deps.db, operator, 'user.password_reset_sent', id)
   }
 
@@ -118,7 +127,8 @@ export class AdminService {
     const { revoked, orgIds } = await this.deps.db.transaction(async (tx) => {
       const user = await userRepo.findUserById(tx, id)
       if (!user || user.erasedAt) throw notFound('User')
-      const orphaned = await repo.orgsOrphanedBy(tx, id)
+      const locked = await repo.lockOrganizationsOf(tx, id)
+      const orphaned = await repo.orgsOrphanedBy(tx, id, locked)
       if (orphaned.length) {
         throw new AppError('CONFLICT', `The account is the last owner of ${orphaned.map((o) => `"${o.name}" (${o.id})`).join(', ')}, which has other members: make someone else an owner first`,
           orphaned.map((o) => ({ field: 'organization', message: `last owner of ${o.id}`, organization_id: o.id })))
@@ -126,11 +136,18 @@ export class AdminService {
       const orgIds = (await orgRepo.listMembershipsOfUser(tx, id)).map((m) => m.orgId)
       const ids = await this.deps.sessions.revokeWithin(tx, id, 'all')
       await repo.eraseAccount(tx, user, this.deps.lockout.keyOf(user.email), now)
-      await this.record(tx, operator, self ? 'account.erased' : 'user.erased', id, { organizations_left: orgIds.length })
+      // A self-erasure keeps no IP: the one the request came from is the erased person's.
+      await this.record(tx, self ? { userId: id } : operator, self ? 'account.erased' : 'user.erased', id, { organizations_left: orgIds.length })
       return { revoked: ids, orgIds }
     })
     await this.deps.sessions.announceRevoked(revoked)
+    await this.usersChanged(id)
     for (const orgId of orgIds) await this.deps.tenancy.publishMembershipChange(orgId, id)
+  }
+
+  /** Profiles (`/auth/me`) on every instance reload the account. */
+  private async usersChanged(id: string) {
+    await this.deps.events.publish({ type: 'users.changed', ids: [id] })
   }
 
   async listOrganizations(limit: number, cursor?: string) {

@@ -164,7 +164,8 @@ export class InvitationService {
       // Removed, demoted, or its key revoked since: the transaction rolls back, the invitation stays pending.
       throw new AppError('FORBIDDEN', 'Whoever sent this invitation can no longer grant its role; ask for a new one')
     }
-    const organization = await orgRepo.findOrganization(tx, invitation.orgId)
+    // The organization's row is held (as role changes, removals and erasures hold it) while the member is added.
+    const organization = await orgRepo.findOrganization(tx, invitation.orgId, { lock: 'share' })
     if (!organization) throw invalidLink()
     await orgRepo.insertMembership(tx, { orgId: invitation.orgId, userId, role: invitation.role, createdAt: now })
     return { invitation, organization }

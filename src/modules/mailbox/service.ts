@@ -180,6 +180,9 @@ export class MailboxService {
     try {
       userId = await db.transaction(async (tx) => {
         const spent = await tokens.spend(tx, 'email_change', token)
+        // A disabled (or erased) account's address does not move: whoever holds it could aim a later reset at themselves.
+        const owner = await userRepo.findUserById(tx, spent.userId)
+        if (!owner || owner.disabledAt || owner.erasedAt) throw invalidLink()
         if (await userRepo.findUserByEmail(tx, spent.email)) throw new AppError('EMAIL_TAKEN')
         await repo.changeEmail(tx, spent.userId, spent.email, now)
         await tokens.spendAll(tx, spent.userId, ['password_reset', 'email_verification', 'email_change'])

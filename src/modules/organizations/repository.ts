@@ -12,8 +12,10 @@ export const insertOrganization = (db: Queryable, row: typeof organizations.$inf
 export const insertMembership = (db: Queryable, row: typeof memberships.$inferInsert) =>
   db.insert(memberships).values(row)
 
-export async function findOrganization(db: Queryable, orgId: string): Promise<OrganizationRow | undefined> {
-  const [row] = await db.select().from(organizations).where(eq(organizations.id, orgId)).limit(1)
+/** `lock: 'share'` holds the row until the transaction ends (against lockOwners and erasure). */
+export async function findOrganization(db: Queryable, orgId: string, options: { lock?: 'share' } = {}): Promise<OrganizationRow | undefined> {
+  const query = db.select().from(organizations).where(eq(organizations.id, orgId)).limit(1)
+  const [row] = options.lock ? await query.for(options.lock) : await query
   return row
 }
 

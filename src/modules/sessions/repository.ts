@@ -1,6 +1,6 @@
 // SQL for sessions (one per login) and their refresh-token families.
 import { and, desc, eq, gt, inArray, isNull, lt, ne } from 'drizzle-orm'
-import { refreshTokens, sessions } from '../../db/schema.js'
+import { refreshTokens, sessions, users } from '../../db/schema.js'
 import type { Queryable } from '../../db/client.js'
 
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
@@ -67,4 +67,11 @@ export async function listSessionsRevokedSince(db: Queryable, since: Date): Prom
   const rows = await db.select({ id: sessions.id, revokedAt: sessions.revokedAt }).from(sessions)
     .where(gt(sessions.revokedAt, since))
   return rows as { id: string; revokedAt: Date }[]
+}
+
+/** Holds the account's row (FOR SHARE) while a session is started; false when it is disabled or erased. */
+export async function lockActiveUser(db: Queryable, userId: string): Promise<boolean> {
+  const rows = await db.select({ id: users.id }).from(users)
+    .where(and(eq(users.id, userId), isNull(users.disabledAt), isNull(users.erasedAt))).for('share')
+  return rows.length === 1
 }

@@ -58,13 +58,19 @@ export class SessionService {
     const sessionId = newId('ses', now.getTime())
     const refreshToken = newRefreshToken()
     const expiresAt = new Date(now.getTime() + config.SESSION_MAX_AGE * 1000)
-    await repo.insertSession(db, {
-      id: sessionId, userId, orgId: membership.orgId, userAgent: meta.userAgent?.slice(0, 512) ?? null,
-      ip: meta.ip ?? null, createdAt: now, lastUsedAt: now, expiresAt,
-    })
-    await repo.insertRefreshToken(db, {
-      id: newId('rtk', now.getTime()), sessionId, parentId: null, tokenHash: hashRefreshToken(refreshToken),
-      createdAt: now, expiresAt: this.tokenExpiry(now, expiresAt),
+    await db.transaction(async (tx) => {
+      // The account is read, and held, in the session's own transaction: a disable (or erasure)
+      // committed after a login's password check either waits for this session and revokes it, or
+      // is seen here and refuses it (as a wrong password would be).
+      if (!await repo.lockActiveUser(tx, userId)) throw new AppError('INVALID_CREDENTIALS')
+      await repo.insertSession(tx, {
+        id: sessionId, userId, orgId: membership.orgId, userAgent: meta.userAgent?.slice(0, 512) ?? null,
+        ip: meta.ip ?? null, createdAt: now, lastUsedAt: now, expiresAt,
+      })
+      await repo.insertRefreshToken(tx, {
+        id: newId('rtk', now.getTime()), sessionId, parentId: null, tokenHash: hashRefreshToken(refreshToken),
+        createdAt: now, expiresAt: this.tokenExpiry(now, expiresAt),
+      })
     })
     return this.pair(userId, sessionId, now, membership, refreshToken, user.emailVerified)
   }

@@ -661,7 +661,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Enable a disabled account */
+        /**
+         * Enable a disabled account
+         * @description Needs the administrator's password (and code): it gives an account its access back.
+         */
         post: operations["adminEnableUser"];
         delete?: never;
         options?: never;
@@ -6930,7 +6933,16 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description The caller's own password: always needed */
+                    password?: string;
+                    /** @description TOTP or recovery code, where 2FA is on (unless the login is within REAUTH_WINDOW) */
+                    code?: string;
+                };
+            };
+        };
         responses: {
             /** @description No content */
             204: {
@@ -7029,6 +7041,20 @@ export interface operations {
                     "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
                     "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
                     "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Locked */
+            423: {
+                headers: {
+                    "X-Request-Id": components["headers"]["X-Request-Id"];
+                    "RateLimit-Limit": components["headers"]["RateLimit-Limit"];
+                    "RateLimit-Remaining": components["headers"]["RateLimit-Remaining"];
+                    "RateLimit-Reset": components["headers"]["RateLimit-Reset"];
+                    "Retry-After": components["headers"]["Retry-After"];
                     [name: string]: unknown;
                 };
                 content: {
