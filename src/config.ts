@@ -40,6 +40,7 @@ export const ConfigSchema = Type.Object({
     description: 'empty: embedded PGlite in DATA_DIR; memory://: PGlite in memory; postgres://…: PostgreSQL',
   }),
   DATABASE_POOL_SIZE: Int(10, 1, 200, 'PostgreSQL connections per instance'),
+  DATABASE_LISTEN_URL: Type.String({ default: '', description: 'PostgreSQL: where LISTEN runs (one direct connection); empty: DATABASE_URL. Behind a transaction pooler (PgBouncer, RDS Proxy), point it at the database itself' }),
   DATABASE_PREPARED_STATEMENTS: Type.Boolean({ default: true, description: 'PostgreSQL: prepare each statement once per connection (parsed and planned once; faster refresh). Turn off behind a transaction pooler without prepared-statement support (PgBouncer before 1.21, or max_prepared_statements = 0)' }),
   DATABASE_SERVER_TIMEOUT: Type.Boolean({ default: true, description: 'PostgreSQL: send DATABASE_QUERY_TIMEOUT as each connection\'s statement_timeout, so the server ends a long statement itself; turn off behind PgBouncer (it refuses the parameter) and set it on the role instead (ALTER ROLE … SET statement_timeout)' }),
   DATABASE_QUERY_TIMEOUT: Int(5000, 100, 600_000, 'PostgreSQL: ms a statement, BEGIN or COMMIT may take before the request gets 503 (a hung database)'),

@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import * as schema from './schema.js'
 import { serverDeadline, withDeadline } from './deadline.js'
+import { replaceablePool } from './replaceable-pool.js'
 import type { Config } from '../config.js'
 
 export type Schema = typeof schema
@@ -22,6 +23,11 @@ export interface DatabaseHandle {
   notify(channel: string, payload: string): Promise<void>
   /** Runs the migrations under an advisory lock (own connection on PostgreSQL). */
   migrate(): Promise<void>
+  /**
+   * The database answered that it is read-only (SQLSTATE 25006): after a failover, the old primary.
+   * PostgreSQL: the pool is replaced (at most every 5 s), to find the writable primary. True when it was.
+   */
+  reconnect(): boolean
   close(): Promise<void>
 }
 
@@ -50,6 +56,7 @@ async function openPglite(config: Config): Promise<DatabaseHandle> {
     async notify(channel, payload) {
       await client.query('select pg_notify($1, $2)', [channel, payload])
     },
+    reconnect: () => false, // one embedded database: there is no other to find
     async migrate() {
       // PGlite is single-process; the lock keeps the code path identical to PostgreSQL.
       await client.query(`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`)
@@ -78,21 +85,25 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
     backoff: () => 0.2,
     connection: { application_name: 'portcullis' },
   }
-  const client = postgres(url, {
+  const pool = replaceablePool(() => postgres(url, {
     ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60,
     connection: { ...options.connection, ...(config.DATABASE_SERVER_TIMEOUT ? serverDeadline(config.DATABASE_QUERY_TIMEOUT) : {}) },
-  })
-  const db = drizzle(withDeadline(client, config.DATABASE_QUERY_TIMEOUT, config.DATABASE_PREPARED_STATEMENTS), { schema }) as unknown as Database
+  }))
+  const db = drizzle(withDeadline(pool.client, config.DATABASE_QUERY_TIMEOUT, config.DATABASE_PREPARED_STATEMENTS), { schema }) as unknown as Database
+  // LISTEN on a connection of its own, apart from the pool: a pool can be replaced, and a
+  // transaction pooler in front of the pool would never deliver a notification.
+  const listener = postgres(config.DATABASE_LISTEN_URL || url, { ...options, max: 1 })
   return {
     db,
     mode: 'postgres',
     async listen(channel, onPayload) {
-      const { unlisten } = await client.listen(channel, onPayload)
+      const { unlisten } = await listener.listen(channel, onPayload)
       return async () => { await unlisten() }
     },
     async notify(channel, payload) {
-      await client.notify(channel, payload)
+      await pool.client.notify(channel, payload)
     },
+    reconnect: () => pool.replace(),
     async migrate() {
       // Own single connection: the advisory lock is held by the session that migrates.
       const single = postgres(url, { ...options, max: 1 })
@@ -108,7 +119,7 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
       }
     },
     async close() {
-      await client.end({ timeout: 5 })
+      await Promise.all([pool.end(), listener.end({ timeout: 5 })])
     },
   }
 }

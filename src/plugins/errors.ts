@@ -22,22 +22,33 @@ const FASTIFY_CODES: Record<string, { code: ErrorCode; message: string }> = {
   FST_ERR_ASYNC_CONSTRAINT: { code: 'BAD_REQUEST', message: 'Malformed request' },
 }
 
-// Connection-level failures of the database driver: the database is down, not the request wrong.
+// The database is unavailable, not the request wrong: the driver could not reach it or lost it,
 const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'CONNECT_TIMEOUT',
   'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'QUERY_TIMEOUT', '57P01', '57P02', '57P03', '53300',
-  // The server's statement_timeout (src/db/deadline.ts): the database answered too slowly.
-  '57014'])
+  // the server's statement_timeout ended a statement (src/db/deadline.ts),
+  '57014',
+  // it is read-only (the old primary after a failover: the pool is then replaced, see below),
+  '25006',
+  // or a transaction kept conflicting with others.
+  '40001', '40P01'])
 
-/** A connection-level failure anywhere in the cause chain (Drizzle wraps driver errors in `cause`). */
-export function isDatabaseUnavailable(error: unknown): boolean {
-  let e = error as { code?: unknown; errno?: unknown; cause?: unknown } | undefined
+/**
+ * Why the database is unavailable, anywhere in the cause chain (Drizzle wraps driver errors in
+ * `cause`): the SQLSTATE or driver code, or undefined when it is not. Any error the server sends
+ * as FATAL or PANIC counts, whatever its SQLSTATE: it refused or ended the session (a database
+ * closed to connections sends 55000, a dropped one 3D000, a changed password 28P01, …).
+ */
+export function databaseUnavailable(error: unknown): string | undefined {
+  let e = error as { code?: unknown; errno?: unknown; severity?: unknown; cause?: unknown } | undefined
   for (let depth = 0; e && depth < 5; depth++) {
     const code = String(e.code ?? e.errno ?? '')
-    if (UNAVAILABLE_ERRNOS.has(code) || /^08/.test(code)) return true
+    if (UNAVAILABLE_ERRNOS.has(code) || /^08/.test(code) || e.severity === 'FATAL' || e.severity === 'PANIC') return code || 'FATAL'
     e = e.cause as typeof e
   }
-  return false
+  return undefined
 }
+
+export const isDatabaseUnavailable = (error: unknown) => databaseUnavailable(error) !== undefined
 
 const VALIDATION_LOCATIONS: Record<string, string> = {
   body: 'Invalid request body', querystring: 'Invalid query string', params: 'Invalid path parameters',
@@ -118,6 +129,13 @@ export function clientErrorBody(requestId: string, message = 'Malformed request 
 export default fp(async (app) => {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const { status, code, message, details, headers } = classify(error)
+    const sqlstate = databaseUnavailable(error)
+    if (sqlstate) {
+      // Read-only: this instance reached a replica (the old primary). A new pool finds the writable one.
+      const reconnecting = sqlstate === '25006' && request.server.database.reconnect()
+      request.log.warn({ sqlstate, reconnecting, err: error }, 'database unavailable; answered 503')
+      return sendError(reply, status, toErrorBody(request, code, message, details), headers)
+    }
     // An AppError 5xx is an answer chosen on purpose (overloaded, shutting down): a warning, no stack.
     if (status >= 500 && error instanceof AppError) request.log.warn({ code }, message)
     else if (status >= 500) request.log.error({ err: error }, 'request failed')
