@@ -67,6 +67,7 @@ export const ConfigSchema = Type.Object({
     default: '', pattern: '^(|rediss?://.+)$',
     description: 'Redis for rate-limit counters and revocation fan-out across instances; empty: PostgreSQL LISTEN/NOTIFY and in-process counters',
   }),
+  NOTIFY_PROBE_INTERVAL: Int(30, 1, 3600, 'Seconds between checks that this instance receives its own PostgreSQL NOTIFY (a transaction pooler drops them)'),
   REVOCATION_RESYNC_INTERVAL: Int(10, 1, 3600, 'Seconds between safety re-reads of revocations and signing keys (in case a notification was missed)'),
   REVOCATION_CACHE_MAX: Int(1_000_000, 1000, 100_000_000, 'Most revoked sessions/keys kept in memory per instance'),
   LOCKOUT_MAX_ATTEMPTS: Int(5, 1, 1000, 'Failed passwords or 2FA codes per email before the lockout'),

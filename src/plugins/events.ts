@@ -1,7 +1,16 @@
 // The cluster's event channel: what one instance revokes or rotates, every
 // instance hears within a second. PostgreSQL LISTEN/NOTIFY by default (PGlite
 // delivers it in-process), Redis pub/sub when REDIS_URL is set.
+//
+// The channel is checked, not assumed: at start-up and every
+// NOTIFY_PROBE_INTERVAL, the instance sends itself a NOTIFY and expects it back
+// within a second. Behind a transaction pooler (PgBouncer, RDS Proxy,
+// Supavisor) it never comes: the instance then logs an error naming the fix,
+// reports it in /readyz and /metrics, and resyncs every second, so a
+// revocation still reaches it within one (at the cost of a resync a second).
 import fp from 'fastify-plugin'
+import { randomUUID } from 'node:crypto'
+import { Gauge } from 'prom-client'
 import { Redis } from 'ioredis'
 
 export type ClusterEvent =
@@ -24,6 +33,8 @@ export interface EventBus {
   onResync(fn: () => Promise<void>): void
   /** Runs after every onResync handler of a round has finished (or failed). */
   onResynced(fn: () => void): void
+  /** Whether this instance's own PostgreSQL NOTIFY came back at the last probe (undefined: not probed yet). */
+  notificationsDelivered(): boolean | undefined
 }
 
 declare module 'fastify' {
@@ -33,6 +44,10 @@ declare module 'fastify' {
 }
 
 const CHANNEL = 'portcullis_events'
+const PROBE_CHANNEL = 'portcullis_probe'
+const PROBE_WAIT_MS = 1000
+/** The resync interval while notifications are lost: the one-second promise, kept by polling. */
+const LOST_RESYNC_MS = 1000
 // NOTIFY payloads are limited to 8000 bytes; id lists are sent in chunks.
 const IDS_PER_MESSAGE = 100
 
@@ -86,14 +101,64 @@ export default fp(async (app) => {
 
   const resyncs: (() => Promise<void>)[] = []
   const resynced: (() => void)[] = []
-  const timer = setInterval(() => {
+  const resync = () => {
     const running = resyncs.map((fn) => fn().catch((err) => app.log.warn({ err }, 'resync failed')))
     // What is derived from several caches is dropped once they have all been refreshed: dropped
     // before, it could be rebuilt from a cache still stale and outlive this resync.
     void Promise.all(running).then(() => { for (const fn of resynced) fn() })
-  }, app.config.REVOCATION_RESYNC_INTERVAL * 1000)
-  timer.unref()
-  app.addHook('preClose', async () => clearInterval(timer))
+  }
+
+  // The probe: our own NOTIFY, back within a second, or the channel is not delivering.
+  let delivered: boolean | undefined
+  const gauge = new Gauge({
+    name: 'portcullis_notifications_delivered', registers: [app.metrics.registry],
+    help: '1 when this instance receives its own PostgreSQL NOTIFY within a second; 0 when not (a transaction pooler in the way: set DATABASE_LISTEN_URL or REDIS_URL)',
+  })
+  const awaiting = new Map<string, () => void>()
+  const unlistenProbe = await app.database.listen(PROBE_CHANNEL, (id) => awaiting.get(id)?.())
+  app.addHook('preClose', async () => { await unlistenProbe().catch(() => {}) })
+  const probe = async () => {
+    const id = randomUUID()
+    const back = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => { awaiting.delete(id); resolve(false) }, PROBE_WAIT_MS)
+      awaiting.set(id, () => { clearTimeout(timer); awaiting.delete(id); resolve(true) })
+    })
+    try {
+      await app.database.notify(PROBE_CHANNEL, id)
+    } catch {
+      awaiting.delete(id)
+      return // the database is away: that says nothing about the channel
+    }
+    const now = await back
+    if (now === delivered) return
+    delivered = now
+    gauge.set(now ? 1 : 0)
+    if (now) app.log.info('PostgreSQL notifications arrive again: resync back to REVOCATION_RESYNC_INTERVAL')
+    else if (app.config.REDIS_URL) app.log.warn('PostgreSQL NOTIFY does not come back (a transaction pooler in the way?); events still travel through Redis')
+    else {
+      app.log.error('PostgreSQL NOTIFY does not come back within a second: a transaction pooler (PgBouncer, RDS Proxy, Supavisor) is probably between this instance and PostgreSQL. '
+        + 'Set DATABASE_LISTEN_URL to the database directly (or set REDIS_URL). Until then every cache is resynced every second, so revocations still arrive within one.')
+    }
+  }
+  const resyncEveryMs = () => (delivered === false && !app.config.REDIS_URL ? LOST_RESYNC_MS : app.config.REVOCATION_RESYNC_INTERVAL * 1000)
+  let resyncTimer: NodeJS.Timeout | undefined
+  const scheduleResync = () => {
+    resyncTimer = setTimeout(() => { resync(); scheduleResync() }, resyncEveryMs())
+    resyncTimer.unref()
+  }
+  scheduleResync()
+  const probeTimer = setInterval(() => void probe(), app.config.NOTIFY_PROBE_INTERVAL * 1000)
+  probeTimer.unref()
+  app.addHook('onReady', async () => {
+    // In the background: a lost channel costs start-up nothing. A shorter resync applies from the next round.
+    void probe().then(() => {
+      if (delivered === false) { clearTimeout(resyncTimer); scheduleResync() }
+    })
+  })
+  app.addHook('preClose', async () => {
+    clearTimeout(resyncTimer)
+    clearInterval(probeTimer)
+  })
 
   app.decorate('events', {
     async publish(event) {
@@ -115,5 +180,6 @@ export default fp(async (app) => {
     onResynced(fn) {
       resynced.push(fn)
     },
+    notificationsDelivered: () => delivered,
   } satisfies EventBus)
-}, { name: 'events', dependencies: ['db'] })
+}, { name: 'events', dependencies: ['db', 'metrics'] })

@@ -8,6 +8,12 @@ import { AppError } from '../../errors.js'
 import { errorResponses } from '../../schemas/common.js'
 
 const Status = Type.Object({ status: Type.Literal('ok') })
+const Readiness = Type.Object({
+  status: Type.Literal('ok'),
+  notifications: Type.Union([Type.Literal('delivered'), Type.Literal('lost'), Type.Literal('unknown')], {
+    description: 'Whether this instance receives its own PostgreSQL NOTIFY. lost: a transaction pooler is in the way; revocations then arrive by a resync every second (set DATABASE_LISTEN_URL or REDIS_URL)',
+  }),
+})
 
 const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const expectedMigrations = readMigrationFiles({ migrationsFolder: MIGRATIONS_FOLDER }).length
@@ -19,7 +25,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/readyz', {
     schema: {
       tags: ['operations'], operationId: 'readyz', summary: 'Readiness: database reachable and migrations applied',
-      response: { 200: Status, ...errorResponses(503) },
+      response: { 200: Readiness, ...errorResponses(503) },
     },
   }, async () => {
     let applied = -1
@@ -36,7 +42,8 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (applied < expectedMigrations) {
       throw new AppError('SERVICE_UNAVAILABLE', 'Migrations not applied', undefined, { 'retry-after': '5' })
     }
-    return { status: 'ok' as const }
+    const delivered = app.events.notificationsDelivered()
+    return { status: 'ok' as const, notifications: delivered === undefined ? 'unknown' as const : delivered ? 'delivered' as const : 'lost' as const }
   })
 }
 

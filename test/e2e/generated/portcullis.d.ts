@@ -1309,6 +1309,8 @@ export interface operations {
                     "application/json": {
                         /** @enum {string} */
                         status: "ok";
+                        /** @description Whether this instance receives its own PostgreSQL NOTIFY. lost: a transaction pooler is in the way; revocations then arrive by a resync every second (set DATABASE_LISTEN_URL or REDIS_URL) */
+                        notifications: "delivered" | "lost" | "unknown";
                     };
                 };
             };
