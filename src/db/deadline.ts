@@ -23,6 +23,7 @@
 // What a deadline cannot settle: when COMMIT itself times out, the transaction
 // may still commit once the database answers. It commits whole or not at all.
 import type { Sql } from 'postgres'
+import { pgErrorOf } from './errors.js'
 
 /** Recognised by the error handler as "database unavailable" (503). */
 export class QueryTimeoutError extends Error {
@@ -58,7 +59,7 @@ export function withDeadline(client: Sql, ms: number, prepare: boolean, onTimeou
         return (query: string, params?: Parameters<Sql['unsafe']>[1], options?: Parameters<Sql['unsafe']>[2]) =>
           deadlined(target.unsafe(query, params, { ...options, prepare }), ms, onTimeout)
       }
-      if (prop === 'begin' && !onTimeout) return (...args: unknown[]) => beginWithDeadline(target, ms, prepare, args)
+      if (prop === 'begin' && !onTimeout) return (...args: unknown[]) => retryingConflicts(() => beginWithDeadline(target, ms, prepare, args))
       return Reflect.get(target, prop, receiver)
     },
   })
@@ -121,4 +122,25 @@ function beginWithDeadline(client: Sql, ms: number, prepare: boolean, args: unkn
       resolve(value)
     }, fail)
   })
+}
+
+/** SQLSTATEs of a transaction that lost to another (serialization failure, deadlock): run again, it may pass. */
+const CONFLICTS = new Set(['40001', '40P01'])
+/** Attempts of a transaction that keeps losing before its error is answered (503). */
+export const TRANSACTION_ATTEMPTS = 3
+
+/**
+ * Runs a transaction again when PostgreSQL aborted it as the loser of a conflict, after a short
+ * random pause (so the two do not meet again), at most TRANSACTION_ATTEMPTS times. Its body only
+ * writes through the transaction, so a rolled-back attempt left nothing behind.
+ */
+async function retryingConflicts<T>(run: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run()
+    } catch (err) {
+      if (attempt >= TRANSACTION_ATTEMPTS || !CONFLICTS.has(String(pgErrorOf(err)?.code))) throw err
+      await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20 * attempt))
+    }
+  }
 }
