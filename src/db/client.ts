@@ -87,6 +87,10 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
   }
   const pool = replaceablePool(() => postgres(url, {
     ...options, max: config.DATABASE_POOL_SIZE, idle_timeout: 60,
+    // For postgres.js's own statements too (BEGIN, COMMIT, SAVEPOINT): prepared, behind a pooler
+    // without prepared-statement support they failed with 26000, the transaction aborted, and its
+    // COMMIT answered ROLLBACK without an error: writes lost while the API answered 201.
+    prepare: config.DATABASE_PREPARED_STATEMENTS,
     connection: { ...options.connection, ...(config.DATABASE_SERVER_TIMEOUT ? serverDeadline(config.DATABASE_QUERY_TIMEOUT) : {}) },
   }))
   const db = drizzle(withDeadline(pool.client, config.DATABASE_QUERY_TIMEOUT, config.DATABASE_PREPARED_STATEMENTS), { schema }) as unknown as Database
