@@ -74,6 +74,8 @@ export async function startSmtp(t: Test, options: SmtpOptions = {}): Promise<Tes
       },
     })
     server.once('error', reject)
+    // Senders keep pooled connections open: one dropped when its process ends is no test failure.
+    server.on('error', (err: NodeJS.ErrnoException) => { if (err.code !== 'ECONNRESET' && err.code !== 'EPIPE') throw err })
     server.listen(port, '127.0.0.1', () => resolve())
   })
   const close = () => new Promise<void>((resolve) => { if (server) server.close(() => resolve()); else resolve() })
