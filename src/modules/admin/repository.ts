@@ -56,16 +56,15 @@ export async function lockOrganizationsOf(db: Queryable, userId: string): Promis
  * leave them without an owner. Call with the organizations locked (lockOrganizationsOf).
  */
 export async function orgsOrphanedBy(db: Queryable, userId: string, ids: string[]): Promise<{ id: string; name: string }[]> {
-  if (!ids.length) return []
-  const owned = await db.select({ orgId: memberships.orgId }).from(memberships).where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner')))
-  const ownedIds = new Set(owned.map((m) => m.orgId))
+  const owned = (await db.select({ orgId: memberships.orgId }).from(memberships)
+    .where(and(eq(memberships.userId, userId), eq(memberships.role, 'owner')))).map((m) => m.orgId).filter((id) => ids.includes(id))
+  if (!owned.length) return []
   const rows = await db.select({
     id: organizations.id, name: organizations.name,
     otherOwners: sql<number>`(select count(*)::int from ${memberships} m where m.org_id = ${organizations.id} and m.role = 'owner' and m.user_id <> ${userId})`,
     others: sql<number>`(select count(*)::int from ${memberships} m where m.org_id = ${organizations.id} and m.user_id <> ${userId})`,
-  }).from(organizations).where(inArray(organizations.id, ids))
+  }).from(organizations).where(inArray(organizations.id, owned))
   return rows.filter((r) => r.otherOwners === 0 && r.others > 0).map(({ id, name }) => ({ id, name }))
-    .filter((r) => ownedIds.has(r.id))
 }
 
 /**

@@ -16,7 +16,7 @@ import type { ProfileCache } from './profile-cache.js'
 import type { ApiKeyVerifier } from '../api-keys/verifier.js'
 import type { MfaService } from '../mfa/service.js'
 import type { MailboxService } from '../mailbox/service.js'
-import type { InvitationService } from '../invitations/service.js'
+import { joinedView, type InvitationService } from '../invitations/service.js'
 import { hashOf } from '../mail/tokens.js'
 import * as repo from './repository.js'
 import type { LoginInput, RegisterBody } from './schemas.js'
@@ -134,7 +134,7 @@ export class AuthService {
     await this.deps.invitations.joined(invitation, user.id)
     return {
       user: userView(user),
-      organization: { id: organization.id, name: organization.name, role: invitation.role, credits: organization.credits, created_at: organization.createdAt.toISOString() },
+      organization: joinedView(invitation, organization),
       ...tokens,
     }
   }

@@ -46,6 +46,11 @@ export function invitationView(row: repo.InvitationRow, now: Date) {
 /** Spends the mail limits of an invitation about to be mailed (429 past them). */
 export type SpendMailLimit = (email: string) => Promise<void>
 
+/** The organization a person joined by an invitation, with the role it gave (acceptance and sign-up answer it). */
+export const joinedView = (invitation: repo.InvitationRow, organization: orgRepo.OrganizationRow) => ({
+  id: organization.id, name: organization.name, role: invitation.role, credits: organization.credits, created_at: organization.createdAt.toISOString(),
+})
+
 const notForYou = () => new AppError('FORBIDDEN', 'This invitation is for another address, or your address is not verified yet: verify it, or sign in with the invited address')
 
 export class InvitationService {
@@ -143,7 +148,7 @@ export class InvitationService {
       return this.join(tx, hash, user.id, now)
     })
     await this.joined(invitation, auth.userId)
-    return { id: organization.id, name: organization.name, role: invitation.role, credits: organization.credits, created_at: organization.createdAt.toISOString() }
+    return joinedView(invitation, organization)
   }
 
   /**
