@@ -44,6 +44,9 @@ export function serverDeadline(ms: number): Record<string, string> {
   return { statement_timeout: String(ms) }
 }
 type Fail = (err: Error) => void
+type Open = (...args: unknown[]) => Promise<unknown>
+/** `begin` of a client, or `savepoint` of a transaction's client (postgres.js types it on TransactionSql only). */
+const opener = (client: Sql, name: 'begin' | 'savepoint'): Open => (...args) => (client as unknown as Record<string, Open>)[name]!(...args)
 
 /**
  * The client Drizzle is given: `unsafe` (every Drizzle statement, prepared when `prepare`) and
@@ -59,7 +62,12 @@ export function withDeadline(client: Sql, ms: number, prepare: boolean, onTimeou
         return (query: string, params?: Parameters<Sql['unsafe']>[1], options?: Parameters<Sql['unsafe']>[2]) =>
           deadlined(target.unsafe(query, params, { ...options, prepare }), ms, onTimeout)
       }
-      if (prop === 'begin' && !onTimeout) return (...args: unknown[]) => retryingConflicts(() => beginWithDeadline(target, ms, prepare, args))
+      if (prop === 'begin' && !onTimeout) {
+        return (...args: unknown[]) => retryingConflicts(() => phasedTransaction(opener(target, 'begin'), ms, prepare, args))
+      }
+      // A nested transaction (Drizzle's savepoint): its statements run on a client of their own,
+      // which must carry the deadline too, and giving it up gives up the transaction around it.
+      if (prop === 'savepoint' && onTimeout) return (...args: unknown[]) => phasedTransaction(opener(target, 'savepoint'), ms, prepare, args, onTimeout)
       return Reflect.get(target, prop, receiver)
     },
   })
@@ -89,13 +97,16 @@ function deadlined(query: Query, ms: number, onTimeout?: Fail) {
 }
 
 /**
- * `sql.begin` in three phases, each under `ms`: getting a connection and BEGIN,
- * each statement inside, and COMMIT. A transaction given up before its body
- * started never runs it (the body throws, so postgres.js rolls back).
+ * `sql.begin` (or, nested, `sql.savepoint`) in three phases, each under `ms`: getting a connection
+ * and BEGIN (SAVEPOINT), each statement inside, and COMMIT (RELEASE). A transaction given up before
+ * its body started never runs it (the body throws, so postgres.js rolls back). A savepoint given up
+ * gives up its enclosing transaction (`outer`) as well.
  */
-function beginWithDeadline(client: Sql, ms: number, prepare: boolean, args: unknown[]): Promise<unknown> {
+function phasedTransaction(open: Open, ms: number, prepare: boolean, args: unknown[], outer?: Fail): Promise<unknown> {
   const body = args[args.length - 1] as (sql: Sql) => Promise<unknown>
-  const options = args.slice(0, -1) as [string?]
+  const options = args.slice(0, -1)
+  const opening = outer ? 'SAVEPOINT' : 'BEGIN'
+  const closing = outer ? 'RELEASE SAVEPOINT' : 'COMMIT'
   return new Promise((resolve, reject) => {
     let settled = false
     let timer: NodeJS.Timeout | undefined
@@ -103,16 +114,17 @@ function beginWithDeadline(client: Sql, ms: number, prepare: boolean, args: unkn
       if (settled) return
       settled = true
       clearTimeout(timer)
+      outer?.(err)
       reject(err)
     }
-    timer = setTimeout(() => fail(new QueryTimeoutError('BEGIN', ms)), ms)
-    const transaction = (client.begin as (...a: unknown[]) => Promise<unknown>)(...options, async (sql: Sql) => {
+    timer = setTimeout(() => fail(new QueryTimeoutError(opening, ms)), ms)
+    const transaction = open(...options, async (sql: Sql) => {
       clearTimeout(timer)
-      if (settled) throw new QueryTimeoutError('BEGIN', ms)
+      if (settled) throw new QueryTimeoutError(opening, ms)
       const result = await body(withDeadline(sql, ms, prepare, fail))
       // Given up while the body ran (and the body went on, say by catching the error): roll back, never commit.
       if (settled) throw new QueryTimeoutError('a statement', ms)
-      timer = setTimeout(() => fail(new QueryTimeoutError('COMMIT', ms)), ms)
+      timer = setTimeout(() => fail(new QueryTimeoutError(closing, ms)), ms)
       return result
     })
     transaction.then((value) => {

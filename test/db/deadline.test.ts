@@ -70,6 +70,24 @@ t.test('the PostgreSQL deadline', { skip: TEST_DATABASE_URL ? false : 'TEST_DATA
     t.same(await rows(), ['kept'], 'neither insert is there, now or once the sleep would have ended')
   })
 
+  // Regression (the hung-database fault test: a registration held 4 s by a frozen server): a session
+  // starts in a nested transaction (a savepoint), whose statements ran on postgres.js's own client
+  // without the deadline. The server's timeout is off here, as it is while the server is frozen.
+  t.test('a statement inside a nested transaction (savepoint) is given up at the deadline too', async (t) => {
+    const { err, ms } = await timed(() => db.transaction(async (tx) => {
+      await tx.execute(sql`set local statement_timeout = 0`)
+      await tx.execute(sql.raw(`insert into ${table} (id) values ('outer')`))
+      await tx.transaction(async (nested) => {
+        await nested.execute(sql.raw(`insert into ${table} (id) values ('nested')`))
+        await nested.execute(sql`select pg_sleep(3)`)
+      })
+    }))
+    t.ok(isDatabaseUnavailable(err), `503-class error: ${(err as Error)?.message}`)
+    t.ok(ms < PROMPT_MS, `given up after ${Math.round(ms)} ms (deadline ${DEADLINE_MS} ms)`)
+    await new Promise((r) => setTimeout(r, 3200))
+    t.same(await rows(), ['kept'], 'neither the outer nor the nested insert is committed, even once the sleep ended')
+  })
+
   t.test('a transaction that cannot begin in time never runs its body', async (t) => {
     // Both connections busy for 1.5 s: BEGIN cannot get one before the deadline.
     const sleepPastTheDeadline = () => client.begin(async (s) => { await s`set local statement_timeout = 0`; await s`select pg_sleep(1.5)` })

@@ -254,6 +254,8 @@ t.test('PostgreSQL stops and starts under load', { skip: typeof binaries === 'st
         'no 500, no connection error')
       t.same(load.samples.filter((s) => unavailable(s) && !s.phase.includes('hung')).map(describe), [],
         'the 503s (the deadline) are all requests in flight while it hung')
+      // A registration's session starts in a nested transaction, which once ran without the deadline: held 4 s.
+      t.same(load.samples.filter((s) => s.ms >= LIMIT_MS).map(describe), [], `the load: every request answered within ${LIMIT_MS} ms`)
       t.equal(f.server.child.exitCode, null, 'still running')
     })
   })
