@@ -109,15 +109,22 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
     },
     reconnect: () => pool.replace(),
     async migrate() {
-      // Own single connection: the advisory lock is held by the session that migrates.
-      const single = postgres(url, { ...options, max: 1 })
+      // One transaction takes the lock and runs every migration (Drizzle's own transaction becomes
+      // this one). A session lock (pg_advisory_lock) taken through a transaction pooler stayed on
+      // whichever server connection ran it, its unlock ran on another, and the next instance to
+      // start waited for it forever (test/reliability/pgbouncer-suites); a transaction's lock is
+      // released by its COMMIT, pooled or not.
+      const single = postgres(url, { ...options, max: 1, prepare: false })
       try {
-        await single`select pg_advisory_lock(${MIGRATION_LOCK_KEY})`
-        try {
-          await migrate(drizzle(single), { migrationsFolder: MIGRATIONS_FOLDER })
-        } finally {
-          await single`select pg_advisory_unlock(${MIGRATION_LOCK_KEY})`
-        }
+        await single.begin(async (tx) => {
+          await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`
+          const inThisTransaction = new Proxy(tx, {
+            get: (target, prop, receiver) => prop === 'begin' ? (body: (sql: typeof tx) => unknown) => body(target)
+              : prop === 'options' ? single.options // the parsers Drizzle reads; a transaction's client has none
+                : Reflect.get(target, prop, receiver),
+          })
+          await migrate(drizzle(inThisTransaction as unknown as typeof single), { migrationsFolder: MIGRATIONS_FOLDER })
+        })
       } finally {
         await single.end({ timeout: 5 })
       }

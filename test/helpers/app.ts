@@ -63,7 +63,7 @@ export function testConfig(env: Record<string, string>): Config {
 export async function buildTestApp(t: Test, options: TestAppOptions = {}) {
   const databaseUrl = options.databaseUrl ?? await freshDatabaseUrl(t)
   const config = testConfig({
-    DATABASE_URL: databaseUrl,
+    ...throughPooler(databaseUrl),
     ...(options.secretKey ? { SECRET_KEY: options.secretKey } : {}),
     ...options.env,
   })
@@ -73,6 +73,26 @@ export async function buildTestApp(t: Test, options: TestAppOptions = {}) {
   await app.ready()
   tapMail(app)
   return app
+}
+
+/**
+ * Set by test/reliability/pgbouncer-suites.test.ts, which runs the PostgreSQL suites of sessions,
+ * keys and revocation again behind a real PgBouncer in transaction mode: every app's queries then go
+ * through the pooler, configured as the README says (nothing prepared, no statement_timeout
+ * parameter, LISTEN straight to the database). The tests' own connections stay direct.
+ */
+export const TEST_PGBOUNCER_URL = process.env.TEST_PGBOUNCER_URL
+
+function throughPooler(databaseUrl: string): Record<string, string> {
+  if (!TEST_PGBOUNCER_URL || !/^postgres(ql)?:/.test(databaseUrl)) return { DATABASE_URL: databaseUrl }
+  const pooled = new URL(databaseUrl)
+  const pooler = new URL(TEST_PGBOUNCER_URL)
+  pooled.hostname = pooler.hostname
+  pooled.port = pooler.port
+  return {
+    DATABASE_URL: pooled.toString(), DATABASE_LISTEN_URL: databaseUrl,
+    DATABASE_PREPARED_STATEMENTS: 'false', DATABASE_SERVER_TIMEOUT: 'false',
+  }
 }
 
 /**

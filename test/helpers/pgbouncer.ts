@@ -22,6 +22,7 @@ export async function startPgBouncer(t: Test, postgresUrl: string): Promise<stri
     '[databases]', `* = host=${target.hostname} port=${target.port || 5432}`,
     '[pgbouncer]', 'listen_addr = 127.0.0.1', `listen_port = ${port}`, 'unix_socket_dir =',
     'auth_type = trust', `auth_file = ${join(dir, 'userlist.txt')}`, 'pool_mode = transaction',
+    `stats_users = ${decodeURIComponent(target.username || 'postgres')}`,
     'max_client_conn = 500', 'default_pool_size = 20', 'ignore_startup_parameters = extra_float_digits,application_name',
     `logfile = ${join(dir, 'pgbouncer.log')}`, `pidfile = ${join(dir, 'pgbouncer.pid')}`,
   ].join('\n') + '\n')
