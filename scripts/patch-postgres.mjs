@@ -3,6 +3,13 @@
 // small write pending (e.g. a transaction's ROLLBACK), nextWrite() dereferences the
 // null socket from a setImmediate (an uncatchable TypeError), and closed() leaves the
 // pending chunk and timer behind, so that pool slot never connects again.
+//
+// And for a second one (porsager/postgres#1193, #1223): errored() rejects the connection's
+// current statement but keeps it as current. When that connection is opened again, the
+// server's refusal (a database closed to connections) is taken for the old statement's error,
+// the attempt ends without rejecting the statement waiting for it, and it reconnects in a loop:
+// the new statement waited for our deadline instead of failing at once
+// (test/regressions/terminated-connection-waits-for-the-deadline).
 // Idempotent; does nothing for other versions (remove it once a fixed release is out).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -31,20 +38,26 @@ const replacements = [
     '    clearImmediate(nextWriteTimer)\n    socket.removeListener(\'data\', data)',
     '    clearImmediate(nextWriteTimer)\n    nextWriteTimer = chunk = null\n    socket.removeListener(\'data\', data)',
   ],
+  [
+    '    query && queryError(query, err)\n    initial && (queryError(initial, err), initial = null)',
+    '    query && (queryError(query, err), query = null)\n    initial && (queryError(initial, err), initial = null)',
+  ],
 ]
 
 for (const dir of ['src', 'cjs/src', 'cf/src']) {
   const file = join(root, dir, 'connection.js')
   if (!existsSync(file)) continue
-  let text = readFileSync(file, 'utf8')
-  if (text.includes(MARK)) continue
+  const original = readFileSync(file, 'utf8')
+  let text = original
   for (const [from, to] of replacements) {
+    if (text.includes(to)) continue // applied by an earlier install
     if (!text.includes(from)) {
       console.error(`patch-postgres: ${dir}/connection.js does not contain the expected code; not patched`)
       process.exit(0)
     }
     text = text.replace(from, to)
   }
+  if (text === original) continue
   writeFileSync(file, text)
   console.log(`patch-postgres: patched postgres ${version} ${dir}/connection.js`)
 }

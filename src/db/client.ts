@@ -83,6 +83,12 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
     // default reconnect backoff (3^n/100 s, up to 20 s); retry quickly once it is back.
     connect_timeout: 1,
     backoff: () => 0.2,
+    // No catalog query of array types on each new connection: its promise is dropped by postgres.js
+    // 3.4, so a connection terminated during it (an administrator's pg_terminate_backend, a
+    // failover) rejected it unhandled and killed the process (porsager/postgres#1192, #1223; test
+    // database-unavailable "sessions terminated under load"). Nothing here sends or reads
+    // PostgreSQL arrays (scopes are jsonb; Drizzle sends a list as separate parameters).
+    fetch_types: false,
     connection: { application_name: 'portcullis' },
   }
   const pool = replaceablePool(() => postgres(url, {

@@ -4,12 +4,15 @@
 // Each is answered 503 with Retry-After within 2 s, never 500; nothing is half
 // written; and the service recovers within 5 s of the database coming back,
 // without a restart (a read-only answer replaces the pool, so new connections
-// find the writable database).
+// find the writable database). The same holds when an administrator
+// terminates the service's sessions again and again under load, and when
+// every registration keeps losing a serialization conflict (40001), which is
+// retried and then answered 503.
 import t, { type Test } from 'tap'
 import postgres from 'postgres'
 import type { App } from '../../src/app.js'
 import { buildTestApp, FAST_ARGON2, freshDatabaseUrl, TEST_DATABASE_URL, within } from '../helpers/app.js'
-import { STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { register as registered, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 
 const ONLY_POSTGRES = { skip: TEST_DATABASE_URL ? false : 'needs PostgreSQL (TEST_DATABASE_URL, which .ci/run sets): PGlite has no connections to refuse' }
 {
@@ -67,5 +70,88 @@ const ONLY_POSTGRES = { skip: TEST_DATABASE_URL ? false : 'needs PostgreSQL (TES
     const ms = await within(5000, async () => (await register(app)).statusCode === 201)
     t.ok(ms >= 0, `registrations succeed again ${ms} ms after it is writable, without a restart`)
     t.equal(await halfWritten(), 0, 'no account without its organization')
+  })
+
+  const unavailable = (res: { statusCode: number; headers: Record<string, unknown>; body: string }) =>
+    res.statusCode === 503 && res.body.includes('"SERVICE_UNAVAILABLE"') && Boolean(res.headers['retry-after'])
+
+  t.test('sessions terminated under load: every answer a success or a 503 within 2 s, every 201 kept, recovery within 5 s', ONLY_POSTGRES, async (t) => {
+    const { app, terminate, halfWritten } = await setup(t)
+    const known = await registered(app)
+    const answers: { op: string; status: number; ms: number; ok: boolean; email?: string }[] = []
+    let running = true
+    const workers = Array.from({ length: 8 }, async (_, w) => {
+      for (let i = 0; running; i++) {
+        const email = uniqueEmail('terminated')
+        const started = performance.now()
+        const res = (w + i) % 2
+          ? await app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { email, password: STRONG_PASSWORD } })
+          : await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: known.email, password: STRONG_PASSWORD } })
+        answers.push({
+          op: (w + i) % 2 ? 'register' : 'login', status: res.statusCode, ms: performance.now() - started,
+          ok: res.statusCode === 200 || res.statusCode === 201 || unavailable(res), ...((w + i) % 2 && res.statusCode === 201 ? { email } : {}),
+        })
+      }
+    })
+    await new Promise((r) => setTimeout(r, 500))
+    let terminated = 0
+    for (const until = Date.now() + 2000; Date.now() < until;) {
+      terminated += (await terminate()).filter((row) => row.pg_terminate_backend).length
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    const stoppedAt = performance.now()
+    const ms = await within(5000, async () => (await register(app)).statusCode === 201)
+    running = false
+    await Promise.all(workers)
+    const tally: Record<number, number> = {}
+    for (const a of answers) tally[a.status] = (tally[a.status] ?? 0) + 1
+    t.comment(`${answers.length} requests, ${JSON.stringify(tally)}; ${terminated} sessions terminated`)
+    t.ok(terminated > 0, `the service's sessions were terminated (${terminated})`)
+    t.same(answers.filter((a) => !a.ok).map((a) => `${a.op} ${a.status}`), [], 'every answer: 200, 201, or 503 SERVICE_UNAVAILABLE with Retry-After (never 500)')
+    t.same(answers.filter((a) => a.ms >= 2000).map((a) => `${a.op} ${a.status} in ${Math.round(a.ms)} ms`), [], 'every answer within 2 s')
+    t.ok(ms >= 0, `registrations succeed ${ms} ms after the terminations stop (${Math.round(performance.now() - stoppedAt)} ms), without a restart`)
+    const emails = answers.flatMap((a) => a.email ? [a.email] : [])
+    const check = postgres(app.config.DATABASE_URL, { max: 1, onnotice: () => {} })
+    t.teardown(() => check.end({ timeout: 1 }))
+    const [kept] = await check`select count(*)::int as n from users where email = any(${emails})`
+    t.equal(kept!.n, emails.length, `every registration answered 201 is there (${emails.length})`)
+    t.equal(await halfWritten(), 0, 'no account without its organization')
+  })
+
+  t.test('a serialization failure that persists: retried, then 503 within 2 s, nothing half-written; recovery once it stops', ONLY_POSTGRES, async (t) => {
+    const { app, halfWritten } = await setup(t)
+    const direct = postgres(app.config.DATABASE_URL, { max: 1, onnotice: () => {} })
+    t.teardown(() => direct.end({ timeout: 1 }))
+    // A real 40001 from the server, on the last write of a registration (its session), while switched on.
+    // The sequence counts attempts: nextval is not rolled back with the transaction that called it.
+    await direct.unsafe(`
+      create table fault_switch (on_ boolean not null);
+      create sequence fault_attempts;
+      create function fault_serialization() returns trigger language plpgsql as $$
+      begin
+        if exists (select 1 from fault_switch where on_) then
+          perform nextval('fault_attempts');
+          raise exception 'could not serialize access' using errcode = '40001';
+        end if;
+        return new;
+      end $$;
+      create trigger fault_serialization before insert on sessions for each row execute function fault_serialization();
+      insert into fault_switch values (true);`)
+    const [before] = await direct`select count(*)::int as n from users`
+    for (let i = 0; i < 5; i++) {
+      const started = performance.now()
+      const res = await register(app)
+      const ms = performance.now() - started
+      t.ok(unavailable(res), `registration ${i + 1}: 503 SERVICE_UNAVAILABLE with Retry-After (got ${res.statusCode})`)
+      t.ok(ms < 2000, `answered in ${Math.round(ms)} ms`)
+    }
+    const [attempts] = await direct`select last_value::int as n from fault_attempts`
+    t.equal(attempts!.n, 15, 'each registration was tried 3 times before the 503')
+    const [after] = await direct`select count(*)::int as n from users`
+    t.equal(after!.n, before!.n, 'no account of the failed registrations exists')
+    t.equal(await halfWritten(), 0, 'no account without its organization')
+    await direct`update fault_switch set on_ = false`
+    const ms = await within(5000, async () => (await register(app)).statusCode === 201)
+    t.ok(ms >= 0, `registrations succeed again ${ms} ms after the conflicts stop`)
   })
 }
