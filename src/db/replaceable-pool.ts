@@ -42,6 +42,11 @@ export function replaceablePool(open: () => Sql, minIntervalMs = 5000): Replacea
       replacedAt = now
       const old = current
       current = open()
+      // Drizzle set its own type handling on the first pool's options (jsonb and json passed
+      // through untouched, dates as text): without it the new pool serialized every jsonb twice,
+      // and API-key scopes were stored as a string (test/regressions/replaced-pool-double-encodes-jsonb).
+      Object.assign(current.options.parsers, old.options.parsers)
+      Object.assign(current.options.serializers, old.options.serializers)
       bound = new Map()
       void old.end({ timeout: 5 }).catch(() => {})
       return true
