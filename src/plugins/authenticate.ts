@@ -11,6 +11,7 @@ import { byIp } from './rate-limit.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
 import { ApiKeyVerifier, type VerifiedApiKey } from '../modules/api-keys/verifier.js'
 import type { AccessTokenClaims } from './tokens.js'
+import { resyncLookBackMs } from './events.js'
 import { errorResponses } from '../schemas/common.js'
 import { apiKeyAuth, type AuthContext, type Identity, type SessionAuth } from './tenancy.js'
 
@@ -74,6 +75,7 @@ export default fp(async (app) => {
   const { config } = app
   const apiKeys = new ApiKeyVerifier({
     db: app.db, clock: app.clock, prefix: config.API_KEY_PREFIX, maxEntries: config.API_KEY_CACHE_MAX, log: app.log, metrics: app.metrics,
+    lookBackMs: resyncLookBackMs(config),
   })
   const verifiedCredentials = new VerifiedCredentials(config.API_KEY_CACHE_MAX)
   app.events.subscribe((event) => {

@@ -48,6 +48,14 @@ const PROBE_CHANNEL = 'portcullis_probe'
 const PROBE_WAIT_MS = 1000
 /** The resync interval while notifications are lost: the one-second promise, kept by polling. */
 const LOST_RESYNC_MS = 1000
+/**
+ * How far each resync reads back before the previous one. A change is stamped when its request
+ * runs and seen once it commits; between the two lie at most a statement's and a COMMIT's
+ * deadline (the server's statement_timeout ends anything longer). Read back less, and a change
+ * whose commit was held up (by a lock, say) landed before the window and was never seen.
+ */
+export const resyncLookBackMs = (config: { DATABASE_QUERY_TIMEOUT: number }) => Math.max(5000, 2 * config.DATABASE_QUERY_TIMEOUT + 1000)
+
 // NOTIFY payloads are limited to 8000 bytes; id lists are sent in chunks.
 const IDS_PER_MESSAGE = 100
 

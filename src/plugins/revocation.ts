@@ -2,6 +2,7 @@
 // the hot path with a Map lookup: no database or network round trip.
 import fp from 'fastify-plugin'
 import { listSessionsRevokedSince } from '../modules/sessions/repository.js'
+import { resyncLookBackMs } from './events.js'
 
 export interface Revocation {
   isSessionRevoked(sessionId: string): boolean
@@ -19,6 +20,7 @@ export default fp(async (app) => {
   const { clock, config } = app
   // An access token outlives its session's revocation by at most its own lifetime (+ clock tolerance).
   const rememberMs = (config.ACCESS_TOKEN_TTL + 30) * 1000
+  const lookBackMs = resyncLookBackMs(config)
   // sessionId → when the entry can be forgotten. Insertion order ≈ expiry order, so eviction drops the oldest.
   const revoked = new Map<string, number>()
 
@@ -36,8 +38,8 @@ export default fp(async (app) => {
   let syncedUntil = 0
   async function resync() {
     const now = clock.now()
-    // Overlap the previous read by a few seconds: commits land slightly out of order.
-    const since = syncedUntil ? Math.max(syncedUntil - 5000, now - rememberMs) : now - rememberMs
+    // Overlap the previous read: commits land out of order, and later than their stamp.
+    const since = syncedUntil ? Math.max(syncedUntil - lookBackMs, now - rememberMs) : now - rememberMs
     const rows = await listSessionsRevokedSince(app.db, new Date(since))
     for (const row of rows) remember([row.id], row.revokedAt.getTime())
     for (const [id, forgetAt] of revoked) {

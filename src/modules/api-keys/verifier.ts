@@ -39,6 +39,8 @@ export class ApiKeyVerifier {
 
   constructor(private readonly opts: {
     db: Database; clock: Clock; prefix: string; maxEntries: number; log: FastifyBaseLogger; metrics: Metrics
+    /** How far each resync reads back before the previous one (resyncLookBackMs). */
+    lookBackMs: number
   }) {}
 
   /** The key's record when it is live; null for malformed, unknown, revoked or expired keys. */
@@ -98,8 +100,8 @@ export class ApiKeyVerifier {
   /** Evicts keys changed since the last resync, in case their notification was missed. */
   async resync(): Promise<void> {
     const now = this.opts.clock.now()
-    // Overlap the previous read by a few seconds: commits land slightly out of order.
-    const since = new Date((this.syncedUntil || now) - 5000)
+    // Overlap the previous read: commits land out of order, and later than their stamp.
+    const since = new Date((this.syncedUntil || now) - this.opts.lookBackMs)
     this.evict(await repo.listApiKeysChangedSince(this.opts.db, since))
     this.syncedUntil = now
   }

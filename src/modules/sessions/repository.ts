@@ -53,6 +53,18 @@ export async function revokeSessions(db: Queryable, userId: string, which: Sessi
   return rows.map((r) => r.id)
 }
 
+/** Sessions of a user (by id, all, or those in an organization) revoked since a moment, whenever that was. */
+export async function listRevokedSessions(db: Queryable, userId: string, which: SessionSelector, since: Date, exceptId?: string) {
+  const rows = await db.select({ id: sessions.id }).from(sessions)
+    .where(and(
+      eq(sessions.userId, userId),
+      gt(sessions.revokedAt, since),
+      Array.isArray(which) ? inArray(sessions.id, which) : which === 'all' ? undefined : eq(sessions.orgId, which.orgId),
+      exceptId ? ne(sessions.id, exceptId) : undefined,
+    ))
+  return rows.map((r) => r.id)
+}
+
 /** Live sessions of a user, newest first, keyset-paginated by id. */
 export const listLiveSessions = (db: Queryable, userId: string, now: Date, limit: number, before?: string) =>
   db.select().from(sessions)
