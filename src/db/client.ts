@@ -18,8 +18,12 @@ export type NotificationHandler = (payload: string) => void
 export interface DatabaseHandle {
   readonly db: Database
   readonly mode: Config['databaseMode']
-  /** Subscribes to a LISTEN/NOTIFY channel; resolves, once listening, to the unsubscribe function. */
-  listen(channel: string, onPayload: NotificationHandler): Promise<() => Promise<void>>
+  /**
+   * Subscribes to a LISTEN/NOTIFY channel; resolves, once listening, to the unsubscribe function.
+   * `onRelisten` runs whenever the listening connection was lost and LISTEN runs again: what was
+   * sent in between never arrives.
+   */
+  listen(channel: string, onPayload: NotificationHandler, onRelisten?: () => void): Promise<() => Promise<void>>
   notify(channel: string, payload: string): Promise<void>
   /** Runs the migrations under an advisory lock (own connection on PostgreSQL). */
   migrate(): Promise<void>
@@ -106,8 +110,13 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
   return {
     db,
     mode: 'postgres',
-    async listen(channel, onPayload) {
-      const { unlisten } = await listener.listen(channel, onPayload)
+    async listen(channel, onPayload, onRelisten) {
+      let listening = false
+      // postgres.js runs LISTEN again by itself after a reconnect, and calls this each time.
+      const { unlisten } = await listener.listen(channel, onPayload, () => {
+        if (listening) onRelisten?.()
+        listening = true
+      })
       return async () => { await unlisten() }
     },
     async notify(channel, payload) {

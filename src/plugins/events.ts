@@ -84,10 +84,26 @@ export default fp(async (app) => {
     }
   }
 
+  const resyncs: (() => Promise<void>)[] = []
+  const resynced: (() => void)[] = []
+  const resync = () => {
+    const running = resyncs.map((fn) => fn().catch((err) => app.log.warn({ err }, 'resync failed')))
+    // What is derived from several caches is dropped once they have all been refreshed: dropped
+    // before, it could be rebuilt from a cache still stale and outlive this resync.
+    void Promise.all(running).then(() => { for (const fn of resynced) fn() })
+  }
+
   // PostgreSQL LISTEN/NOTIFY always; Redis pub/sub as well when configured. Events go out on
   // every transport (handlers are idempotent), so a Redis outage falls back to PostgreSQL.
   const transports: { name: string; send(payload: string): Promise<void> }[] = []
-  const unlisten = await app.database.listen(CHANNEL, deliver)
+  /** Whether Redis pub/sub is up, so that events arrive without PostgreSQL's notifications. */
+  let redisCarries = () => false
+  let rescheduleResync = () => {}
+  // Events sent while the listening connection was down never arrive: resync at once when it is back.
+  const unlisten = await app.database.listen(CHANNEL, deliver, () => {
+    app.log.warn('the PostgreSQL notification connection was re-established; resyncing every cache now')
+    resync()
+  })
   app.addHook('preClose', async () => { await unlisten().catch(() => {}) })
   transports.push({ name: 'postgres', send: (payload) => app.database.notify(CHANNEL, payload) })
 
@@ -101,19 +117,13 @@ export default fp(async (app) => {
       subscriber.disconnect()
     })
     for (const c of [publisher, subscriber]) c.on('error', (err) => app.log.warn({ err: err.message }, 'redis events connection error'))
+    redisCarries = () => publisher.status === 'ready' && subscriber.status === 'ready'
+    // Redis lost or back while PostgreSQL's notifications are lost: the resync interval changes now.
+    for (const c of [publisher, subscriber]) for (const change of ['close', 'ready']) c.on(change, () => rescheduleResync())
     subscriber.on('message', (_channel: string, message: string) => deliver(message))
     const subscribed = subscriber.subscribe(CHANNEL).catch((err) => app.log.warn({ err: err.message }, 'redis subscribe failed'))
     await Promise.race([subscribed, new Promise((resolve) => setTimeout(resolve, 2000).unref())])
     transports.push({ name: 'redis', send: async (payload) => { await publisher.publish(CHANNEL, payload) } })
-  }
-
-  const resyncs: (() => Promise<void>)[] = []
-  const resynced: (() => void)[] = []
-  const resync = () => {
-    const running = resyncs.map((fn) => fn().catch((err) => app.log.warn({ err }, 'resync failed')))
-    // What is derived from several caches is dropped once they have all been refreshed: dropped
-    // before, it could be rebuilt from a cache still stale and outlive this resync.
-    void Promise.all(running).then(() => { for (const fn of resynced) fn() })
   }
 
   // The probe: our own NOTIFY, back within a second, or the channel is not delivering.
@@ -141,29 +151,38 @@ export default fp(async (app) => {
     if (now === delivered) return
     delivered = now
     gauge.set(now ? 1 : 0)
+    rescheduleResync()
     if (now) app.log.info('PostgreSQL notifications arrive again: resync back to REVOCATION_RESYNC_INTERVAL')
-    else if (app.config.REDIS_URL) app.log.warn('PostgreSQL NOTIFY does not come back (a transaction pooler in the way?); events still travel through Redis')
+    else if (app.config.REDIS_URL) app.log.warn('PostgreSQL NOTIFY does not come back (a transaction pooler in the way?); events still travel through Redis, and every cache is resynced every second while Redis is down')
     else {
       app.log.error('PostgreSQL NOTIFY does not come back within a second: a transaction pooler (PgBouncer, RDS Proxy, Supavisor) is probably between this instance and PostgreSQL. '
         + 'Set DATABASE_LISTEN_URL to the database directly (or set REDIS_URL). Until then every cache is resynced every second, so revocations still arrive within one.')
     }
   }
-  const resyncEveryMs = () => (delivered === false && !app.config.REDIS_URL ? LOST_RESYNC_MS : app.config.REVOCATION_RESYNC_INTERVAL * 1000)
+  const resyncEveryMs = () => (delivered === false && !redisCarries() ? LOST_RESYNC_MS : app.config.REVOCATION_RESYNC_INTERVAL * 1000)
   let resyncTimer: NodeJS.Timeout | undefined
+  let closing = false
   const scheduleResync = () => {
+    if (closing) return
     resyncTimer = setTimeout(() => { resync(); scheduleResync() }, resyncEveryMs())
     resyncTimer.unref()
   }
   scheduleResync()
+  // When the channel is found lost (or Redis goes), the one-second rhythm starts now, not after the current 10 s wait.
+  rescheduleResync = () => {
+    if (resyncTimer === undefined) return
+    clearTimeout(resyncTimer)
+    if (delivered === false && !redisCarries()) resync()
+    scheduleResync()
+  }
   const probeTimer = setInterval(() => void probe(), app.config.NOTIFY_PROBE_INTERVAL * 1000)
   probeTimer.unref()
   app.addHook('onReady', async () => {
-    // In the background: a lost channel costs start-up nothing. A shorter resync applies from the next round.
-    void probe().then(() => {
-      if (delivered === false) { clearTimeout(resyncTimer); scheduleResync() }
-    })
+    // In the background: a lost channel costs start-up nothing; once found, the one-second resync starts at once.
+    void probe()
   })
   app.addHook('preClose', async () => {
+    closing = true
     clearTimeout(resyncTimer)
     clearInterval(probeTimer)
   })
