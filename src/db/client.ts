@@ -3,7 +3,7 @@
 import { join } from 'node:path'
 import type { PgDatabase, PgQueryResultHKT } from 'drizzle-orm/pg-core'
 import * as schema from './schema.js'
-import { serverDeadline, withDeadline } from './deadline.js'
+import { serverDeadline, withDeadline, withinDeadline } from './deadline.js'
 import { replaceablePool } from './replaceable-pool.js'
 import type { Config } from '../config.js'
 
@@ -36,7 +36,7 @@ export interface DatabaseHandle {
 }
 
 export const MIGRATIONS_FOLDER = join(import.meta.dirname, '..', '..', 'drizzle')
-const MIGRATION_LOCK_KEY = 7_301_944_211 // any constant shared by every instance
+export const MIGRATION_LOCK_KEY = 7_301_944_211 // any constant shared by every instance
 
 export async function openDatabase(config: Config): Promise<DatabaseHandle> {
   return config.databaseMode === 'postgres' ? openPostgres(config) : openPglite(config)
@@ -120,7 +120,8 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
       return async () => { await unlisten() }
     },
     async notify(channel, payload) {
-      await pool.client.notify(channel, payload)
+      // Under the deadline too: a logout must not wait on a stalled NOTIFY (it is logged, and the resync still carries it).
+      await withinDeadline(pool.client.notify(channel, payload), config.DATABASE_QUERY_TIMEOUT, 'NOTIFY')
     },
     reconnect: () => pool.replace(),
     async migrate() {
@@ -132,6 +133,10 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
       const single = postgres(url, { ...options, max: 1, prepare: false })
       try {
         await single.begin(async (tx) => {
+          // No statement or lock timeout (a role's, as the README suggests behind PgBouncer): waiting
+          // for another instance's migrations, or a long migration, must not stop this instance starting.
+          await tx`set local statement_timeout = 0`
+          await tx`set local lock_timeout = 0`
           await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`
           const inThisTransaction = new Proxy(tx, {
             get: (target, prop, receiver) => prop === 'begin' ? (body: (sql: typeof tx) => unknown) => body(target)

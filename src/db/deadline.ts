@@ -136,6 +136,13 @@ function phasedTransaction(open: Open, ms: number, prepare: boolean, args: unkno
   })
 }
 
+/** A promise that is not a statement (NOTIFY), rejected with QueryTimeoutError past `ms`. */
+export function withinDeadline<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new QueryTimeoutError(what, ms)), ms) })
+  return Promise.race([work, late]).finally(() => clearTimeout(timer))
+}
+
 /** SQLSTATEs of a transaction that lost to another (serialization failure, deadlock): run again, it may pass. */
 const CONFLICTS = new Set(['40001', '40P01'])
 /** Attempts of a transaction that keeps losing before its error is answered (503). */

@@ -2,7 +2,7 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { AppError, CODE_BY_STATUS, ERROR_CODES, type ErrorCode, type ErrorDetail } from '../errors.js'
-import { pgErrorOf } from '../db/errors.js'
+import { databaseUnavailable, isDatabaseUnavailable, pgErrorOf } from '../db/errors.js'
 import { SECURITY_HEADERS } from './http-security.js'
 
 export interface ErrorBody {
@@ -22,33 +22,7 @@ const FASTIFY_CODES: Record<string, { code: ErrorCode; message: string }> = {
   FST_ERR_ASYNC_CONSTRAINT: { code: 'BAD_REQUEST', message: 'Malformed request' },
 }
 
-// The database is unavailable, not the request wrong: the driver could not reach it or lost it,
-const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'CONNECT_TIMEOUT',
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'QUERY_TIMEOUT', '57P01', '57P02', '57P03', '53300',
-  // the server's statement_timeout ended a statement (src/db/deadline.ts),
-  '57014',
-  // it is read-only (the old primary after a failover: the pool is then replaced, see below),
-  '25006',
-  // or a transaction kept conflicting with others.
-  '40001', '40P01'])
-
-/**
- * Why the database is unavailable, anywhere in the cause chain (Drizzle wraps driver errors in
- * `cause`): the SQLSTATE or driver code, or undefined when it is not. Any error the server sends
- * as FATAL or PANIC counts, whatever its SQLSTATE: it refused or ended the session (a database
- * closed to connections sends 55000, a dropped one 3D000, a changed password 28P01, …).
- */
-export function databaseUnavailable(error: unknown): string | undefined {
-  let e = error as { code?: unknown; errno?: unknown; severity?: unknown; cause?: unknown } | undefined
-  for (let depth = 0; e && depth < 5; depth++) {
-    const code = String(e.code ?? e.errno ?? '')
-    if (UNAVAILABLE_ERRNOS.has(code) || /^08/.test(code) || e.severity === 'FATAL' || e.severity === 'PANIC') return code || 'FATAL'
-    e = e.cause as typeof e
-  }
-  return undefined
-}
-
-export const isDatabaseUnavailable = (error: unknown) => databaseUnavailable(error) !== undefined
+export { databaseUnavailable, isDatabaseUnavailable } from '../db/errors.js'
 
 const VALIDATION_LOCATIONS: Record<string, string> = {
   body: 'Invalid request body', querystring: 'Invalid query string', params: 'Invalid path parameters',

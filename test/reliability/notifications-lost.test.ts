@@ -72,7 +72,8 @@ t.test('the listening connection lost and back: what was sent meanwhile arrives 
   t.equal((await B.inject({ method: 'GET', url: '/api/v1/auth/me', headers: bearer(user.access_token) })).statusCode, 200, 'B accepts the token')
   // The listeners cannot come back until the database opens again; the pools keep their connections.
   await admin.unsafe(`alter database ${name} allow_connections false`)
-  const [{ n }] = await admin.unsafe(`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = '${name}' and query ilike 'listen%'`)
+  const [row] = await admin.unsafe(`select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = '${name}' and query ilike 'listen%'`)
+  const n = Number(row!.n)
   t.ok(n >= 2, `the listening connections were terminated (${n})`)
   t.equal((await A.inject({ method: 'POST', url: '/api/v1/auth/logout', headers: bearer(user.access_token) })).statusCode, 204, 'logout on A, while B cannot hear')
   await new Promise((r) => setTimeout(r, 300))

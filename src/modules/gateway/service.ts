@@ -2,6 +2,7 @@
 // revocation for the three credential kinds. Another organization's token is
 // simply inactive (and left alone): nothing crosses tenants.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { isDatabaseUnavailable } from '../../db/errors.js'
 import type { Database } from '../../db/client.js'
 import { looksLikeApiKey } from '../../lib/api-key-format.js'
 import type { Clock } from '../../lib/clock.js'
@@ -109,7 +110,9 @@ export class GatewayService {
   private async verifiedAccessToken(request: FastifyRequest, token: string) {
     try {
       return (await this.deps.accessTokenIdentity(request, token)).claims
-    } catch {
+    } catch (err) {
+      // An unreachable database is a 503, not "inactive" (found in review).
+      if (isDatabaseUnavailable(err)) throw err
       return undefined
     }
   }
