@@ -30,6 +30,10 @@ const CONCURRENCY = 8
 const ONLY = process.env.FUZZ_OPS?.split(',').map((s) => s.trim()).filter(Boolean)
 const NEW_PASSWORD = 'quartz-heron-lantern-83'
 
+// 57 operations × 200 requests against a server in its own process, with real mail: 90–125 s on this
+// 2-core machine under CI's parallel files, past the 120 s every other file gets.
+t.setTimeout(300_000)
+
 t.comment(`FUZZ_SEED=${SEED} (replay: FUZZ_SEED=${SEED} npx tap test/reliability/fuzz.test.ts), ${RUNS} requests per operation, ${CONCURRENCY} in flight`)
 
 // ---------------------------------------------------------------- the server

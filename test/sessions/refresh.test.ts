@@ -1,7 +1,7 @@
 import t from 'tap'
 import { and, eq, isNull } from 'drizzle-orm'
-import { memberships, organizations, refreshTokens, sessions } from '../../src/db/schema.js'
-import { buildTestApp, FAST_ARGON2, FakeClock } from '../helpers/app.js'
+import { auditEvents, memberships, organizations, refreshTokens, sessions } from '../../src/db/schema.js'
+import { buildTestApp, FAST_ARGON2, FakeClock, within } from '../helpers/app.js'
 import { bearer, register } from '../helpers/api.js'
 
 const clock = new FakeClock()
@@ -58,6 +58,11 @@ t.test('a retry inside the grace window returns the identical child; after it, r
   t.equal((await me(first.access_token)).statusCode, 401, 'the access token of the session is dead at once')
   const [row] = await app.db.select().from(sessions).where(eq(sessions.id, sessionOf(first.access_token)))
   t.ok(row!.revokedAt, 'session revoked in the database')
+  // Recorded once the revocation has committed, never from inside the transaction (which may run again).
+  const reuses = () => app.db.select().from(auditEvents)
+    .where(and(eq(auditEvents.action, 'refresh.reuse_detected'), eq(auditEvents.targetId, sessionOf(first.access_token))))
+  t.ok(await within(2000, async () => (await reuses()).length > 0) >= 0, 'the reuse is in the audit log')
+  t.equal((await reuses()).length, 1, 'once')
 })
 
 t.test('only the immediate parent of the live token gets the grace: a grandparent is reuse', async (t) => {

@@ -41,7 +41,7 @@ export interface TokenPair {
 
 type RefreshOutcome =
   | { kind: 'issued'; child: string; userId: string; emailVerified: boolean; sessionId: string; authTime: Date; orgId: string; role: Role }
-  | { kind: 'reused'; userId: string; sessionId: string }
+  | { kind: 'reused'; userId: string; sessionId: string; orgId: string }
 
 export class SessionService {
   private readonly refreshKey: Buffer
@@ -80,7 +80,9 @@ export class SessionService {
     if (!looksLikeRefreshToken(presented)) throw new AppError('REFRESH_FAILED')
     const outcome = await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presented, requestedOrgId))
     if (outcome.kind === 'reused') {
-      // The revocation is committed; tell every instance, then refuse.
+      // The revocation is committed; record it (once: a transaction run again after a conflict
+      // would have recorded it twice), tell every instance, then refuse.
+      this.deps.audit.record({ orgId: outcome.orgId, action: 'refresh.reuse_detected', actorUserId: outcome.userId, targetType: 'session', targetId: outcome.sessionId })
       await this.deps.revocation.publishRevokedSessions([outcome.sessionId])
       this.deps.metrics.refreshReuse()
       this.deps.log.warn({ sessionId: outcome.sessionId, userId: outcome.userId }, 'refresh token reuse detected; session revoked')
@@ -110,8 +112,7 @@ export class SessionService {
         return { kind: 'issued', child, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
       }
       await repo.revokeSessions(tx, session.userId, [session.id], now)
-      this.deps.audit.record({ orgId: session.orgId, action: 'refresh.reuse_detected', actorUserId: session.userId, targetType: 'session', targetId: session.id })
-      return { kind: 'reused', userId: session.userId, sessionId: session.id }
+      return { kind: 'reused', userId: session.userId, sessionId: session.id, orgId: session.orgId }
     }
     if (token.expiresAt <= now) throw new AppError('REFRESH_FAILED')
 
