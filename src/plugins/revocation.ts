@@ -48,12 +48,12 @@ export default fp(async (app) => {
     }
     syncedUntil = now
   }
-  await resync()
-  app.events.onResync(resync)
-
+  // Subscribed before the first read: an event arriving during that read is kept, not left to the next resync.
   app.events.subscribe((event) => {
     if (event.type === 'sessions.revoked') remember(event.ids, event.at)
   })
+  await resync()
+  app.events.onResync(resync)
 
   app.decorate('revocation', {
     isSessionRevoked(sessionId) {
