@@ -138,6 +138,9 @@ async function openPostgres(config: Config): Promise<DatabaseHandle> {
           await tx`set local statement_timeout = 0`
           await tx`set local lock_timeout = 0`
           await tx`select pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`
+          // A migration's own table locks, though, are waited for a bounded time: an ALTER queued
+          // behind a long transaction would queue every query of that table behind it.
+          await tx`set local lock_timeout = '10s'`
           const inThisTransaction = new Proxy(tx, {
             get: (target, prop, receiver) => prop === 'begin' ? (body: (sql: typeof tx) => unknown) => body(target)
               : prop === 'options' ? single.options // the parsers Drizzle reads; a transaction's client has none

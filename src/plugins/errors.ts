@@ -107,7 +107,10 @@ export default fp(async (app) => {
     if (sqlstate) {
       // Read-only: this instance reached a replica (the old primary). A new pool finds the writable one.
       const reconnecting = sqlstate === '25006' && request.server.database.reconnect()
-      request.log.warn({ sqlstate, reconnecting, err: error }, 'database unavailable; answered 503')
+      // Out of disk or memory, an I/O error (classes 53 and 58, but too many connections): the
+      // client may retry, but an operator must act, so it is an error, not a warning.
+      const needsOperator = /^5[38]/.test(sqlstate) && sqlstate !== '53300'
+      request.log[needsOperator ? 'error' : 'warn']({ sqlstate, reconnecting, err: error }, 'database unavailable; answered 503')
       return sendError(reply, status, toErrorBody(request, code, message, details), headers)
     }
     // An AppError 5xx is an answer chosen on purpose (overloaded, shutting down): a warning, no stack.

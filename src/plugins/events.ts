@@ -50,11 +50,14 @@ const PROBE_WAIT_MS = 1000
 const LOST_RESYNC_MS = 1000
 /**
  * How far each resync reads back before the previous one. A change is stamped when its request
- * runs and seen once it commits; between the two lie at most a statement's and a COMMIT's
- * deadline (the server's statement_timeout ends anything longer). Read back less, and a change
- * whose commit was held up (by a lock, say) landed before the window and was never seen.
+ * runs and seen once it commits; between the two lie the statements of its transaction and its
+ * COMMIT, each under the deadline (the server's statement_timeout ends anything longer): five
+ * deadlines cover the longest revoking transaction (a refresh: four statements and COMMIT). Read
+ * back less, and a change whose commit was held up (by a lock, say) landed before the window
+ * and was never seen. At most five minutes, so a long deadline does not make every resync heavy.
  */
-export const resyncLookBackMs = (config: { DATABASE_QUERY_TIMEOUT: number }) => Math.max(5000, 2 * config.DATABASE_QUERY_TIMEOUT + 1000)
+export const resyncLookBackMs = (config: { DATABASE_QUERY_TIMEOUT: number }) =>
+  Math.min(300_000, Math.max(5000, 5 * config.DATABASE_QUERY_TIMEOUT))
 
 // NOTIFY payloads are limited to 8000 bytes; id lists are sent in chunks.
 const IDS_PER_MESSAGE = 100
@@ -161,18 +164,22 @@ export default fp(async (app) => {
   }
   const resyncEveryMs = () => (delivered === false && !redisCarries() ? LOST_RESYNC_MS : app.config.REVOCATION_RESYNC_INTERVAL * 1000)
   let resyncTimer: NodeJS.Timeout | undefined
+  let interval = resyncEveryMs()
   let closing = false
   const scheduleResync = () => {
     if (closing) return
-    resyncTimer = setTimeout(() => { resync(); scheduleResync() }, resyncEveryMs())
+    interval = resyncEveryMs()
+    resyncTimer = setTimeout(() => { resync(); scheduleResync() }, interval)
     resyncTimer.unref()
   }
   scheduleResync()
-  // When the channel is found lost (or Redis goes), the one-second rhythm starts now, not after the current 10 s wait.
+  // When the rhythm changes (the channel found lost or back, Redis gone or back), resync now and
+  // start the new rhythm, rather than after the current wait. Only then: ioredis reports a
+  // close on every failed reconnect, and rescheduling on each kept the 10 s resync from ever firing.
   rescheduleResync = () => {
-    if (resyncTimer === undefined) return
+    if (closing || resyncTimer === undefined || resyncEveryMs() === interval) return
     clearTimeout(resyncTimer)
-    if (delivered === false && !redisCarries()) resync()
+    resync()
     scheduleResync()
   }
   const probeTimer = setInterval(() => void probe(), app.config.NOTIFY_PROBE_INTERVAL * 1000)

@@ -2,7 +2,7 @@
 // revocation for the three credential kinds. Another organization's token is
 // simply inactive (and left alone): nothing crosses tenants.
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import { isDatabaseUnavailable } from '../../db/errors.js'
+import { isDatabaseUnavailable, pgErrorOf } from '../../db/errors.js'
 import type { Database } from '../../db/client.js'
 import { looksLikeApiKey } from '../../lib/api-key-format.js'
 import type { Clock } from '../../lib/clock.js'
@@ -111,8 +111,8 @@ export class GatewayService {
     try {
       return (await this.deps.accessTokenIdentity(request, token)).claims
     } catch (err) {
-      // An unreachable database is a 503, not "inactive" (found in review).
-      if (isDatabaseUnavailable(err)) throw err
+      // A database failure is a 503 (or a 500), not "inactive" (found in review).
+      if (isDatabaseUnavailable(err) || pgErrorOf(err)) throw err
       return undefined
     }
   }

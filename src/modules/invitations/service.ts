@@ -8,7 +8,6 @@
 // Accepting re-checks the inviter's authority as it is then: an inviter demoted
 // or removed meanwhile can no longer hand out the role.
 import type { Config, Role } from '../../config.js'
-import { isDatabaseUnavailable } from '../../db/errors.js'
 import type { Database, Queryable } from '../../db/client.js'
 import { isUniqueViolation } from '../../db/errors.js'
 import { AppError, notFound, validationError } from '../../errors.js'
@@ -167,8 +166,8 @@ export class InvitationService {
       if (!mayInvite) throw new AppError('FORBIDDEN')
       assertWithinAuthority(this.deps.config, inviter, { role: invitation.role })
     } catch (err) {
-      // The database, not the inviter, failed: a 503, not a refusal (found in review).
-      if (isDatabaseUnavailable(err)) throw err
+      // Only a refusal of the inviter is a refusal: a database failure (503) or a fault (500) is not (found in review).
+      if (!(err instanceof AppError)) throw err
       // Removed, demoted, or its key revoked since: the transaction rolls back, the invitation stays pending.
       throw new AppError('FORBIDDEN', 'Whoever sent this invitation can no longer grant its role; ask for a new one')
     }

@@ -143,13 +143,15 @@ export class SessionService {
   /** Revokes sessions of a user ('all', ids, or those in an organization), except one; every instance is told. */
   async revoke(userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
     const revoked = await this.revokeWithin(this.deps.db, userId, which, exceptId)
-    // Announced: what this call revoked and what an earlier call already had. A logout answered
-    // 503 (its UPDATE held past the deadline) may still commit later, unannounced; retried, it
-    // found nothing left to revoke and announced nothing, so the token lived on every instance
-    // (test/regressions/late-revocation-never-announced).
+    await this.announceRevoked(revoked)
+    // Announced too: what an earlier call revoked. A logout answered 503 (its UPDATE held past the
+    // deadline) may still commit later, unannounced; retried, it found nothing left to revoke and
+    // announced nothing, so the token lived on every instance (regression test
+    // late-revocation-never-announced). Best effort: what this call revoked is announced already.
     const since = new Date(this.now().getTime() - (this.deps.config.ACCESS_TOKEN_TTL + 30) * 1000)
-    const already = await repo.listRevokedSessions(this.deps.db, userId, which, since, exceptId)
-    await this.announceRevoked([...new Set([...revoked, ...already])])
+    const already = await repo.listRevokedSessions(this.deps.db, userId, which, since, exceptId).catch(() => [])
+    const earlier = already.filter((id) => !revoked.includes(id))
+    if (earlier.length) await this.announceRevoked(earlier)
     return revoked
   }
 
