@@ -49,3 +49,4 @@ t.test('a logout that committed after its 503, retried: every instance refuses t
     t.ok(ms >= 0, `${name} refuses the token (${ms} ms)`)
   }
 })
+
