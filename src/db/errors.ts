@@ -18,10 +18,10 @@ const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', '
   'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EADDRNOTAVAIL',
   // a lock it could not have in time (lock_timeout),
   '55P03',
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'QUERY_TIMEOUT', '57P01', '57P02', '57P03', '53300',
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'QUERY_TIMEOUT', '57P01', '57P02', '57P03',
   // the server's statement_timeout ended a statement (src/db/deadline.ts),
   '57014',
-  // it is read-only (the old primary after a failover: the pool is then replaced, see below),
+  // it is read-only (the old primary after a failover: the error handler then replaces the pool),
   '25006',
   // or a transaction kept conflicting with others.
   '40001', '40P01'])

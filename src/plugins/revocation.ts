@@ -6,6 +6,8 @@ import { resyncLookBackMs } from './events.js'
 
 export interface Revocation {
   isSessionRevoked(sessionId: string): boolean
+  /** How long a revocation matters: an access token outlives its session's revocation by at most its own lifetime (+ clock tolerance). */
+  readonly rememberMs: number
   /** Records revocations already committed to the database and tells every instance. */
   publishRevokedSessions(ids: string[]): Promise<void>
 }
@@ -56,6 +58,7 @@ export default fp(async (app) => {
   app.events.onResync(resync)
 
   app.decorate('revocation', {
+    rememberMs,
     isSessionRevoked(sessionId) {
       const forgetAt = revoked.get(sessionId)
       return forgetAt !== undefined && forgetAt > clock.now()

@@ -4,6 +4,7 @@ import { Type } from '@sinclair/typebox'
 import { sql } from 'drizzle-orm'
 import { readMigrationFiles } from 'drizzle-orm/migrator'
 import { MIGRATIONS_FOLDER } from '../../db/client.js'
+import { withinDeadline } from '../../db/deadline.js'
 import { AppError } from '../../errors.js'
 import { errorResponses } from '../../schemas/common.js'
 
@@ -31,9 +32,7 @@ const healthRoutes: FastifyPluginAsyncTypebox = async (app) => {
     let applied = -1
     try {
       // A hung database is not ready either: give it one second.
-      const query = app.db.execute(sql`select count(*)::int as n from drizzle.__drizzle_migrations`)
-      const deadline = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('readiness timeout')), 1000).unref())
-      const result = await Promise.race([query, deadline])
+      const result = await withinDeadline(app.db.execute(sql`select count(*)::int as n from drizzle.__drizzle_migrations`), 1000, 'the readiness check')
       const rows = (Array.isArray(result) ? result : (result as { rows: unknown[] }).rows) as { n: number }[]
       applied = Number(rows[0]?.n ?? -1)
     } catch {

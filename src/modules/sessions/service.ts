@@ -140,26 +140,22 @@ export class SessionService {
     throw new AppError('FORBIDDEN', 'Not a member of this organization')
   }
 
-  /** Revokes sessions of a user ('all', ids, or those in an organization), except one; every instance is told. */
-  async revoke(userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
-    const revoked = await this.revokeWithin(this.deps.db, userId, which, exceptId)
-    await this.announceRevokedOf(userId, revoked, which, exceptId)
-    return revoked
-  }
-
   /**
-   * Announces `revoked` (committed), then what earlier calls revoked of the same selection. A
+   * Revokes sessions of a user ('all', ids, or those in an organization), except one; every
+   * instance is told of them, then of what earlier calls revoked of the same selection. A
    * revocation answered 503 (its UPDATE held past the deadline) may still commit later,
    * unannounced; retried, it found nothing left to revoke and announced nothing, so the token
-   * lived on every instance (regression test late-revocation-never-announced). The second part is
-   * best effort: what this call revoked is announced already.
+   * lived on every instance (regression test late-revocation-never-announced). The second
+   * announcement is best effort: what this call revoked is announced already.
    */
-  async announceRevokedOf(userId: string, revoked: string[], which: repo.SessionSelector = 'all', exceptId?: string): Promise<void> {
+  async revoke(userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
+    const revoked = await this.revokeWithin(this.deps.db, userId, which, exceptId)
     await this.announceRevoked(revoked)
-    const since = new Date(this.now().getTime() - (this.deps.config.ACCESS_TOKEN_TTL + 30) * 1000)
-    const already = await repo.listRevokedSessions(this.deps.db, userId, which, since, exceptId).catch(() => [])
-    const earlier = already.filter((id) => !revoked.includes(id))
+    const since = new Date(this.now().getTime() - this.deps.revocation.rememberMs)
+    const earlier = (await repo.listRevokedSessions(this.deps.db, userId, which, since, exceptId).catch(() => []))
+      .filter((id) => !revoked.includes(id))
     if (earlier.length) await this.announceRevoked(earlier)
+    return revoked
   }
 
   /** Revokes inside the caller's transaction; once it has committed, announceRevoked(the ids returned). */
