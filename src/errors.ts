@@ -62,9 +62,11 @@ export const CODE_BY_STATUS: Record<number, ErrorCode> = Object.fromEntries(
     .map(([code, { status }]) => [status, code]),
 )
 
+/** The challenge of a credential that was presented and failed (RFC 6750 §3.1: invalid_token). */
+export const INVALID_TOKEN_CHALLENGE: Readonly<Record<string, string>> = Object.freeze({ 'www-authenticate': 'Bearer error="invalid_token"' })
+
 /** A credential was presented and failed (RFC 6750 §3.1: invalid_token). */
-export const unauthorized = (message: string) =>
-  new AppError('UNAUTHORIZED', message, undefined, { 'www-authenticate': 'Bearer error="invalid_token"' })
+export const unauthorized = (message: string) => new AppError('UNAUTHORIZED', message, undefined, { ...INVALID_TOKEN_CHALLENGE })
 
 /** No credential at all: a bare challenge, no error code (RFC 6750 §3.1). */
 export const missingCredential = () =>

@@ -4,7 +4,8 @@
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Role } from '../config.js'
-import { AppError, insufficientScope, missingCredential, unauthorized } from '../errors.js'
+import { AppError, INVALID_TOKEN_CHALLENGE, insufficientScope, missingCredential, unauthorized } from '../errors.js'
+import { sendRefusal } from './errors.js'
 import { credentialOf, type Credential } from '../lib/credentials.js'
 import { VerifiedCredentials } from '../lib/verified-credentials.js'
 import { byIp } from './rate-limit.js'
@@ -49,7 +50,7 @@ declare module 'fastify' {
     /** Authenticates from a remembered verification, synchronously, or returns false (see the plugin). */
     authenticateRemembered(request: FastifyRequest, reply: FastifyReply, route: RouteAuthConfig, budgeted?: boolean): boolean
     /** Refuses an API key known to be invalid without a lookup (counted as a failure); false when it cannot tell. */
-    refuseAtOnce(request: FastifyRequest, done: (err: Error) => void): boolean
+    refuseAtOnce(request: FastifyRequest, reply: FastifyReply, done: (err: Error) => void): boolean
     /** A verified, live access token and who it speaks for (401 otherwise). */
     accessTokenIdentity(request: FastifyRequest, token: string): Promise<{ claims: AccessTokenClaims; identity: Identity }>
   }
@@ -269,15 +270,15 @@ export default fp(async (app) => {
 
   /**
    * The refusal without a lookup: an API key this instance already knows to be invalid (malformed,
-   * unknown, revoked or expired) is counted as a failure like any other and refused at once
-   * (`done` gets the 401, or the 429 past RATE_LIMIT_AUTH_FAILURES). False when the full path
-   * must decide.
+   * unknown, revoked or expired) is counted as a failure like any other and refused at once: the
+   * 401 is answered here (`sendRefusal`, the error handler's answer without raising an error), or
+   * `done` gets the 429 past RATE_LIMIT_AUTH_FAILURES. False when the full path must decide.
    */
-  function refuseAtOnce(request: FastifyRequest, done: (err: Error) => void): boolean {
+  function refuseAtOnce(request: FastifyRequest, reply: FastifyReply, done: (err: Error) => void): boolean {
     const credential = credentialOfRequest(request)
     if (credential?.kind !== 'api_key' || !apiKeys.knownInvalid(credential.value)) return false
     app.metrics.authOutcome('api_key', 'failure')
-    const refused = unauthorized(INVALID_KEY)
+    const refuse = () => { sendRefusal(request, reply, 'UNAUTHORIZED', INVALID_KEY, INVALID_TOKEN_CHALLENGE) }
     let counted: void | Promise<void>
     try {
       counted = app.recordAuthFailure(request)
@@ -285,8 +286,8 @@ export default fp(async (app) => {
       done(err as Error)
       return true
     }
-    if (counted) counted.then(() => done(refused), done)
-    else done(refused)
+    if (counted) counted.then(refuse, done)
+    else refuse()
     return true
   }
   app.decorate('refuseAtOnce', refuseAtOnce)

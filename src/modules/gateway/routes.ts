@@ -78,7 +78,7 @@ const gatewayRoutes: FastifyPluginAsyncTypebox = async (app) => {
         return
       }
       // A flood of made-up or revoked keys is refused here, without the rest of the lifecycle.
-      if (!app.refuseAtOnce(request, done)) done()
+      if (!app.refuseAtOnce(request, reply, done)) done()
     } catch (err) {
       done(err as Error)
     }
