@@ -12,7 +12,7 @@ import { users } from '../../src/db/schema.js'
 import { buildTestApp, FakeClock, FAST_ARGON2 } from '../helpers/app.js'
 import { bearer, login, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import { assertError } from '../helpers/errors.js'
-import { expectStatus, newTenant, signIn, type Headers, type Role } from '../helpers/orgs.js'
+import { expectStatus, newPerson, newTenant, signIn, type Headers, type Role } from '../helpers/orgs.js'
 import { linkIn, mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
 
 const smtp = await startSmtp(t)
@@ -176,6 +176,22 @@ t.test('the role is capped by the inviter: at the invite, at a resend, and again
   const [row] = await app.db.select({ n: sql<number>`count(*)::int` }).from(users).where(eq(users.email, email))
   t.equal(row!.n, 0, 'and the refused sign-up left no account')
   t.equal((await invitationsOf('&state=pending')).some((i) => i.email === email), true, 'the invitation stays pending (an owner can resend it)')
+})
+
+t.test('the re-check at acceptance also refuses a removed inviter and a revoked key', async (t) => {
+  const inviter = await newPerson(app, { id: org.id, owner: org.owner, role: 'admin' })
+  const byRemoved = uniqueEmail('by-removed')
+  expectStatus(await inviteAs(bearer(inviter.token), byRemoved, 'member'), 201, 'the admin invites a member')
+  expectStatus(await app.inject({ method: 'DELETE', url: `/api/v1/organizations/${org.id}/members/${inviter.id}`, headers: owner }), 204, 'remove the inviter')
+  assertError(t, await registerWith(byRemoved, tokenIn(await invitationMail(byRemoved))), 403, 'FORBIDDEN', /can no longer grant/, 'a removed inviter admits nobody')
+
+  const key = expectStatus(await app.inject({ method: 'POST', url: '/api/v1/api-keys', headers: owner, payload: { name: 'inviter', scopes: [...app.config.MEMBER_SCOPES, 'members:write'] } }), 201, 'a key that may invite members')
+  const byKey = uniqueEmail('by-key')
+  expectStatus(await inviteAs({ 'x-api-key': key.key }, byKey, 'member'), 201, 'the key invites a member')
+  expectStatus(await app.inject({ method: 'DELETE', url: `/api/v1/api-keys/${key.id}`, headers: owner }), 204, 'revoke the key')
+  assertError(t, await registerWith(byKey, tokenIn(await invitationMail(byKey))), 403, 'FORBIDDEN', /can no longer grant/, 'a revoked key admits nobody')
+  const pending = await invitationsOf('&state=pending')
+  t.ok([byRemoved, byKey].every((email) => pending.some((i) => i.email === email)), 'both invitations stay pending')
 })
 
 t.test('revoked, resent (old link dead) and expired invitations', async (t) => {

@@ -9,11 +9,19 @@
 // 4. a resend by an owner kept the demoted admin as inviter, so the resent
 //    link was refused;
 // 5. an organization named like a phishing mail put its link first in the mail.
+// Found by the second review (issue 14):
+// 6. a disabled inviter's invitations still admitted people, as owners too: a
+//    compromised owner invited evil@ as owner, an operator disabled the owner,
+//    and evil@ signed up with the link as an owner (disabled-inviter-still-admits);
+// 7. on PostgreSQL, the inviter's role was read before the organization's lock
+//    was taken: an acceptance waiting behind a demotion's lock got the role the
+//    demotion had just taken away (demotion-committed-during-acceptance-outrun).
 import t from 'tap'
-import { buildTestApp, FakeClock, FAST_ARGON2 } from '../helpers/app.js'
+import postgres from 'postgres'
+import { buildTestApp, FakeClock, FAST_ARGON2, TEST_DATABASE_URL, within } from '../helpers/app.js'
 import { bearer, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import { assertError } from '../helpers/errors.js'
-import { createKey, expectStatus, newTenant } from '../helpers/orgs.js'
+import { createKey, expectStatus, newPerson, newTenant } from '../helpers/orgs.js'
 import { linkIn, mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
 
 const smtp = await startSmtp(t)
@@ -77,4 +85,51 @@ t.test('an organization name is never a link in its invitation', async (t) => {
   t.same(mail.text?.match(/https?:\/\/\S+/g), [linkIn(mail)], 'the accept link is the only link in the text')
   t.match(linkIn(mail), /^https:\/\/app\.example\.test\/accept-invitation\?token=/)
   t.notOk(String(mail.html).includes('evil.example'), 'nor a link in the HTML')
+})
+
+t.test('disabled-inviter-still-admits: a disabled inviter admits nobody, until enabled again', async (t) => {
+  const operator = await register(app)
+  await app.admin.setSuperadmin(operator.email, true)
+  const adminCall = (action: 'disable' | 'enable', id: string) =>
+    app.inject({ method: 'POST', url: `/api/v1/admin/users/${id}/${action}`, headers: bearer(operator.access_token), payload: { password: STRONG_PASSWORD } })
+  const rogue = await register(app)
+  const email = uniqueEmail('evil')
+  expectStatus(await invite(bearer(rogue.access_token), email, 'owner', rogue.organization.id), 201, 'the compromised owner invites an owner')
+  const token = tokenIn(await invitationMail(email))
+  expectStatus(await adminCall('disable', rogue.user.id), 204, 'an operator disables the owner')
+  assertError(t, await signUp(email, token), 403, 'FORBIDDEN', /can no longer grant/, 'the disabled owner\'s invitation admits nobody')
+  // Decision (README): the invitation stays pending, so an enable restores what the account had sent.
+  expectStatus(await adminCall('enable', rogue.user.id), 204, 'enable')
+  t.equal(expectStatus(await signUp(email, token), 201, 'enabled: the link admits').organization.role, 'owner')
+})
+
+const ONLY_POSTGRES = { skip: TEST_DATABASE_URL ? false : 'needs PostgreSQL (TEST_DATABASE_URL, which .ci/run sets): PGlite has one connection, so no transaction can be held open beside a request' }
+
+t.test('demotion-committed-during-acceptance-outrun: an acceptance waiting behind a demotion sees it', ONLY_POSTGRES, async (t) => {
+  const tenant = await newTenant(app, 'Race Inc')
+  const admin = await newPerson(app, { id: tenant.id, owner: tenant.owner, role: 'admin' })
+  const email = uniqueEmail('raced')
+  expectStatus(await invite(bearer(admin.token), email, 'admin', tenant.id), 201, 'the admin invites an admin')
+  const token = tokenIn(await invitationMail(email))
+
+  // A demotion held open, as the organizations service makes one: the organization's row locked, the role changed.
+  const db = postgres(app.config.DATABASE_URL, { max: 2, onnotice: () => {} })
+  t.teardown(() => db.end({ timeout: 1 }))
+  let commit!: () => void
+  const committing = new Promise<void>((r) => { commit = r })
+  let demoted!: () => void
+  const isDemoted = new Promise<void>((r) => { demoted = r })
+  const demotion = db.begin(async (tx) => {
+    await tx`select id from organizations where id = ${tenant.id} for update`
+    await tx`update memberships set role = 'member' where org_id = ${tenant.id} and user_id = ${admin.id}`
+    demoted()
+    await committing
+  })
+  await isDemoted
+  const accepting = signUp(email, token)
+  const waiting = await within(3000, async () => (await db`select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`)[0]!.n > 0)
+  t.ok(waiting >= 0, 'the sign-up waits for the demotion\'s lock')
+  commit()
+  await demotion
+  assertError(t, await accepting, 403, 'FORBIDDEN', /can no longer grant/, 'the demotion committed first: its invitation admits nobody')
 })

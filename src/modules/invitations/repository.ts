@@ -1,7 +1,7 @@
 // SQL for invitations.
 import { and, desc, eq, gt, lt, lte, or, sql, type SQL } from 'drizzle-orm'
 import type { Queryable } from '../../db/client.js'
-import { invitations, memberships, users } from '../../db/schema.js'
+import { apiKeys, invitations, memberships, users } from '../../db/schema.js'
 
 export type InvitationRow = typeof invitations.$inferSelect
 export type InvitationState = InvitationRow['state']
@@ -75,4 +75,20 @@ export async function acceptByToken(db: Queryable, tokenHash: string, userId: st
   const [row] = await db.update(invitations).set({ state: 'accepted', acceptedAt: now, acceptedByUserId: userId })
     .where(and(eq(invitations.tokenHash, tokenHash), eq(invitations.state, 'pending'), gt(invitations.expiresAt, now))).returning()
   return row
+}
+
+/**
+ * Holds the inviter's row (its account, or its key) FOR SHARE until the transaction ends, so that a
+ * disable, an erasure or a key revocation committing meanwhile waits, or is seen, rather than
+ * outrun. False when the inviting account is gone, disabled or erased (a key's state is its holder's to judge).
+ */
+export async function holdInviter(db: Queryable, invitation: Pick<InvitationRow, 'invitedByUserId' | 'invitedByKeyId'>): Promise<boolean> {
+  if (invitation.invitedByKeyId) {
+    await db.select({ id: apiKeys.id }).from(apiKeys).where(eq(apiKeys.id, invitation.invitedByKeyId)).for('share')
+    return true
+  }
+  if (!invitation.invitedByUserId) return false
+  const [row] = await db.select({ disabledAt: users.disabledAt, erasedAt: users.erasedAt }).from(users)
+    .where(eq(users.id, invitation.invitedByUserId)).for('share')
+  return row !== undefined && row.disabledAt === null && row.erasedAt === null
 }

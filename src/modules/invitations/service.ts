@@ -5,8 +5,8 @@
 // user whose *verified* address is the invited one (an account pre-registered
 // with someone's address, unverified, must not take their invitation), or by a
 // registration with the token, which proves the address by construction.
-// Accepting re-checks the inviter's authority as it is then: an inviter demoted
-// or removed meanwhile can no longer hand out the role.
+// Accepting re-checks the inviter's authority as it is then: an inviter demoted,
+// removed, disabled or erased meanwhile (or a revoked key) can no longer hand out the role.
 import type { Config, Role } from '../../config.js'
 import type { Database, Queryable } from '../../db/client.js'
 import { isUniqueViolation } from '../../db/errors.js'
@@ -159,7 +159,15 @@ export class InvitationService {
   async join(tx: Queryable, tokenHash: string, userId: string, now: Date) {
     const invitation = await repo.acceptByToken(tx, tokenHash, userId, now)
     if (!invitation) throw invalidLink()
+    // The organization's row is held (as role changes, removals and erasures hold it) before the
+    // inviter's role is read, so a demotion or removal committing meanwhile is seen, not outrun
+    // (found in review: read first, a demotion holding the lock committed and the invitee got its old role).
+    const organization = await orgRepo.findOrganization(tx, invitation.orgId, { lock: 'share' })
+    if (!organization) throw invalidLink()
     try {
+      // A disabled or erased account grants nothing, whatever its memberships say (found in review: a
+      // compromised owner, disabled by an operator, still admitted an owner it had invited).
+      if (!(await repo.holdInviter(tx, invitation))) throw new AppError('FORBIDDEN')
       const inviter = await holderNow(tx, this.deps.config, { orgId: invitation.orgId, userId: invitation.invitedByUserId, keyId: invitation.invitedByKeyId }, now.getTime())
       // Still allowed to invite at all (an owner or admin, or a key with members:write), and to grant this role.
       const mayInvite = inviter.role === null ? inviter.scopes.includes('members:write') : inviter.role !== 'member'
@@ -168,12 +176,9 @@ export class InvitationService {
     } catch (err) {
       // Only a refusal of the inviter is a refusal: a database failure (503) or a fault (500) is not (found in review).
       if (!(err instanceof AppError)) throw err
-      // Removed, demoted, or its key revoked since: the transaction rolls back, the invitation stays pending.
+      // Removed, demoted, disabled, or its key revoked since: the transaction rolls back, the invitation stays pending.
       throw new AppError('FORBIDDEN', 'Whoever sent this invitation can no longer grant its role; ask for a new one')
     }
-    // The organization's row is held (as role changes, removals and erasures hold it) while the member is added.
-    const organization = await orgRepo.findOrganization(tx, invitation.orgId, { lock: 'share' })
-    if (!organization) throw invalidLink()
     await orgRepo.insertMembership(tx, { orgId: invitation.orgId, userId, role: invitation.role, createdAt: now })
     return { invitation, organization }
   }
