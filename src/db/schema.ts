@@ -33,6 +33,11 @@ export const organizations = pgTable('organizations', {
   id: text('id').primaryKey(),
   name: text('name').notNull(),
   credits: bigint('credits', { mode: 'number' }).notNull().default(0),
+  /**
+   * The account whose name or address made the default name ("<name>'s workspace") at sign-up: its
+   * erasure renames the organization, whatever its name or address has become since. Null once renamed.
+   */
+  namedAfterUserId: text('named_after_user_id').references(() => users.id, { onDelete: 'set null' }),
   createdAt: createdAt(),
   updatedAt: timestamp('updated_at', { withTimezone: true, mode: 'date' }).notNull(),
 })

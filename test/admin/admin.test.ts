@@ -81,11 +81,13 @@ t.test('search by address prefix, page by cursor, read one with memberships and 
 t.test('disable: every token dies on both instances; logins answer exactly like a wrong password; enable restores', async (t) => {
   const user = await account('198.51.100.4')
   t.equal((await me(B, user.token)).statusCode, 200, 'works on B before')
+  const key = expectStatus(await A.inject({ method: 'POST', url: '/api/v1/api-keys', headers: bearer(user.token), payload: { name: 'the organization\'s', scopes: ['agents:read'] } }), 201, 'a key the account creates')
   assertError(t, await adminCall('POST', `/users/${user.id}/disable`, {}), 403, 'REAUTHENTICATION_REQUIRED', undefined, 'the operator\'s password is needed')
   assertError(t, await adminCall('POST', `/users/${operatorAccount.id}/disable`, proof), 409, 'CONFLICT', undefined, 'not one\'s own account')
   t.equal((await adminCall('POST', `/users/${user.id}/disable`, proof)).statusCode, 204)
   await deadOnBoth(t, user.token)
   t.equal((await B.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refresh_token: user.refresh } })).statusCode, 401, 'refresh refused')
+  for (const app of [A, B]) t.equal((await app.inject({ method: 'GET', url: '/api/v1/auth/me', headers: { 'x-api-key': key.key } })).statusCode, 200, 'its organization\'s API key stays alive')
   const disabled = await A.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: user.email, password: STRONG_PASSWORD } })
   const wrong = await A.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: operatorAccount.email, password: 'not-the-password-at-all' } })
   t.equal(disabled.statusCode, wrong.statusCode, 'same status as a wrong password')
@@ -134,15 +136,26 @@ t.test('erase: refused while last owner of an organization with others; then no 
   t.ok(events!.n > 0, `its audit events keep their ids (${events!.n})`)
   const detail = expectStatus(await adminCall('GET', `/users/${victim.id}`), 200, 'tombstone')
   t.match(detail, { erased: true, disabled: true, email: `erased+${victim.id}@invalid`, name: null, memberships: [] })
+  const platformLog = expectStatus(await adminCall('GET', '/audit-events?limit=100'), 200, 'platform log').items as { action: string; actor_user_id: string; target_id: string; ip: string }[]
+  t.ok(platformLog.some((e) => e.action === 'user.erased' && e.target_id === victim.id && e.actor_user_id === operatorAccount.id && e.ip === '198.51.100.1'),
+    'user.erased in the platform log, with the administrator and their IP')
 })
 
 t.test('a user erases their own account with the password', async (t) => {
   const user = await account('198.51.100.8')
+  const orgsNamed = async (id: string) => (await rows<{ name: string }>(sql`select name from organizations where id = ${id}`)).map((o) => o.name)
+  // A workspace named after the account, but renamed by its members since, keeps the name they chose.
+  const renamedBy = await account('198.51.100.9')
+  expectStatus(await addMember(A, bearer(user.token), user.orgId, { email: renamedBy.email, token: renamedBy.token }, 'owner'), 200, 'a co-owner')
+  expectStatus(await A.inject({ method: 'PATCH', url: `/api/v1/organizations/${user.orgId}`, headers: bearer(user.token), payload: { name: 'Chosen Name' } }), 200, 'rename')
+  const solo = expectStatus(await A.inject({ method: 'POST', url: '/api/v1/organizations', headers: bearer(user.token), payload: { name: 'Only Me' } }), 201, 'an organization of its own')
   const erase = (payload?: object) => B.inject({ method: 'DELETE', url: '/api/v1/auth/me', headers: bearer(user.token), ...(payload ? { payload } : {}) })
   assertError(t, await erase(), 403, 'REAUTHENTICATION_REQUIRED', undefined, 'the token alone is not enough')
   assertError(t, await erase({ password: 'not-my-password-at-all' }), 401, 'INVALID_CREDENTIALS')
   t.equal((await erase(proof)).statusCode, 204)
   await deadOnBoth(t, user.token)
+  t.same(await orgsNamed(solo.id), [], 'the organization it alone belonged to is deleted')
+  t.same(await orgsNamed(user.orgId), ['Chosen Name'], 'the renamed workspace keeps its name')
   t.equal((await A.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: user.email, password: STRONG_PASSWORD } })).statusCode, 401)
   const again = await A.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { email: user.email, password: STRONG_PASSWORD } })
   t.equal(again.statusCode, 201, 'the address is free again')

@@ -6,8 +6,12 @@
 //    left) left an organization with members and no owner;
 // 3. an erasure left the account's own IP (a self-erasure's platform event), its
 //    name (in "<name>'s workspace") and an earlier address (mail, invitations);
-// 4. a disabled account could still move its address with a change link.
-import t from 'tap'
+// 4. a disabled account could still move its address with a change link;
+// 5. an account registered without a name, whose workspace was named after its
+//    address ("zanzibar.quokka's workspace"), moved to another address and was
+//    erased: the workspace kept the first address's local part (the erasure
+//    matched the current one) (erasure-keeps-an-earlier-local-part-in-the-workspace-name).
+import t, { type Test } from 'tap'
 import { and, eq, sql } from 'drizzle-orm'
 import { memberships } from '../../src/db/schema.js'
 import { buildTestApp, FAST_ARGON2, sharedDatabase, within } from '../helpers/app.js'
@@ -74,23 +78,28 @@ t.test('co-owners erasing themselves at once leave an owner; so does an erasure 
   }
 })
 
-t.test('an erasure leaves no IP, name or earlier address of the account', async (t) => {
-  const ip = '203.0.113.91'
-  const name = `Zelda Zonk ${Date.now()}`
-  const zelda = await account({ name }, ip)
+/** Registers (named, or not: its workspace is then named after its address), moves to a new address, is erased; what must be gone. */
+async function eraseAfterMoving(t: Test, name: string | undefined, ip: string) {
+  const person = await account(name ? { name } : {}, ip)
   const colleague = await account()
-  expectStatus(await addMember(A, bearer(zelda.token), zelda.orgId, colleague, 'owner'), 200, 'a co-owner keeps the workspace alive')
+  expectStatus(await addMember(A, bearer(person.token), person.orgId, colleague, 'owner'), 200, 'a co-owner keeps the workspace alive')
   // An earlier address: the account moves to a new one first.
   const moved = uniqueEmail('moved')
-  expectStatus(await A.inject({ method: 'POST', url: '/api/v1/auth/email', remoteAddress: ip, headers: bearer(zelda.token), payload: { new_email: moved, password: STRONG_PASSWORD } }), 202, 'change')
+  expectStatus(await A.inject({ method: 'POST', url: '/api/v1/auth/email', remoteAddress: ip, headers: bearer(person.token), payload: { new_email: moved, password: STRONG_PASSWORD } }), 202, 'change')
   const link = await smtp.waitFor(moved, (m) => /confirm your new email address/.test(m.subject ?? ''))
   expectStatus(await A.inject({ method: 'POST', url: '/api/v1/auth/email/confirm', remoteAddress: ip, payload: { token: tokenIn(link) } }), 204, 'confirm')
   const session = expectStatus(await A.inject({ method: 'POST', url: '/api/v1/auth/login', remoteAddress: ip, payload: { email: moved, password: STRONG_PASSWORD } }), 200, 'login').access_token
   expectStatus(await A.inject({ method: 'DELETE', url: '/api/v1/auth/me', remoteAddress: ip, headers: bearer(session), payload: proof }), 204, 'erase')
-  t.same(await tracesOf(A, [zelda.email, moved, ip, name]), [], 'nowhere')
-  const org = expectStatus(await A.inject({ method: 'GET', url: `/api/v1/organizations/${zelda.orgId}`, headers: bearer(expectStatus(await A.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: colleague.email, password: STRONG_PASSWORD, org_id: zelda.orgId } }), 200, 'login').access_token) }), 200, 'org')
+  const localPart = person.email.split('@')[0]!
+  t.same(await tracesOf(A, [person.email, localPart, moved, ip, ...(name ? [name] : [])]), [], 'nowhere')
+  const org = expectStatus(await A.inject({ method: 'GET', url: `/api/v1/organizations/${person.orgId}`, headers: bearer(expectStatus(await A.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: colleague.email, password: STRONG_PASSWORD, org_id: person.orgId } }), 200, 'login').access_token) }), 200, 'org')
   t.equal(org.name, 'Workspace', 'the workspace named after the account is renamed')
-})
+}
+
+t.test('an erasure leaves no IP, name or earlier address of the account', (t) => eraseAfterMoving(t, `Zelda Zonk ${Date.now()}`, '203.0.113.91'))
+
+t.test('erasure-keeps-an-earlier-local-part-in-the-workspace-name: no name given, the workspace named after the first address', (t) =>
+  eraseAfterMoving(t, undefined, '203.0.113.92'))
 
 t.test('a disabled account cannot move its address', async (t) => {
   const user = await account()

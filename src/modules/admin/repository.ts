@@ -40,13 +40,15 @@ export const listOrganizationsWithCounts = (db: Queryable, limit: number, afterI
   }).from(organizations).where(afterId ? gt(organizations.id, afterId) : undefined).orderBy(asc(organizations.id)).limit(limit)
 
 /**
- * Locks the rows of every organization the user belongs to, in id order: the lock a role change,
- * a removal, a departure (lockOwners) and an acceptance (invitations.join) take on their
- * organization, so none of them interleaves with an erasure's reading of owners and members.
+ * Locks the rows of every organization the user belongs to (and of any named after them, which the
+ * erasure renames), in id order: the lock a role change, a removal, a departure (lockOwners) and an
+ * acceptance (invitations.join) take on their organization, so none of them interleaves with an
+ * erasure's reading of owners and members.
  */
 export async function lockOrganizationsOf(db: Queryable, userId: string): Promise<string[]> {
   const rows = await db.select({ id: organizations.id }).from(organizations)
-    .where(inArray(organizations.id, db.select({ id: memberships.orgId }).from(memberships).where(eq(memberships.userId, userId))))
+    .where(or(inArray(organizations.id, db.select({ id: memberships.orgId }).from(memberships).where(eq(memberships.userId, userId))),
+      eq(organizations.namedAfterUserId, userId)))
     .orderBy(asc(organizations.id)).for('update')
   return rows.map((r) => r.id)
 }
@@ -81,11 +83,10 @@ export async function eraseAccount(db: Queryable, user: { id: string; email: str
   const earlier = await db.selectDistinct({ email: mailTokens.email }).from(mailTokens).where(eq(mailTokens.userId, user.id))
   const taken = await db.selectDistinct({ email: invitations.email }).from(invitations).where(eq(invitations.acceptedByUserId, user.id))
   const addresses = [...new Set([email, ...earlier.map((r) => r.email.toLowerCase()), ...taken.map((r) => r.email.toLowerCase())])]
-  // An organization named after the account by default ("<name>'s workspace") and kept for its
-  // other members loses the name.
-  const defaults = [user.name, email.split('@')[0]].filter((n): n is string => Boolean(n)).map((n) => `${n}'s workspace`)
-  await db.update(organizations).set({ name: 'Workspace', updatedAt: at })
-    .where(and(inArray(organizations.name, defaults), inArray(organizations.id, db.select({ id: memberships.orgId }).from(memberships).where(eq(memberships.userId, user.id)))))
+  // An organization named after the account by default ("<name>'s workspace") and kept for others
+  // loses the name, whatever the account's name or address has become since (found in review: a
+  // workspace named after an earlier address kept its local part).
+  await db.update(organizations).set({ name: 'Workspace', namedAfterUserId: null, updatedAt: at }).where(eq(organizations.namedAfterUserId, user.id))
   const solo = await db.select({ orgId: memberships.orgId }).from(memberships).where(and(eq(memberships.userId, user.id),
     sql`not exists (select 1 from ${memberships} m where m.org_id = ${memberships.orgId} and m.user_id <> ${user.id})`))
   await db.delete(memberships).where(eq(memberships.userId, user.id))

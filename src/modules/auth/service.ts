@@ -84,6 +84,8 @@ export class AuthService {
     const org = {
       id: newId('org', now.getTime()),
       name: body.company_name?.trim() || `${user.name ?? email.split('@')[0]}'s workspace`,
+      // Named after the account by default: its erasure renames it (admin repository, eraseAccount).
+      namedAfterUserId: body.company_name?.trim() ? null : user.id,
       credits: config.WELCOME_CREDITS, createdAt: now, updatedAt: now,
     }
     const verification = config.EMAIL_VERIFICATION

@@ -19,8 +19,9 @@ export async function findOrganization(db: Queryable, orgId: string, options: { 
   return row
 }
 
+/** A name someone chose: no longer the default named after an account. */
 export async function renameOrganization(db: Queryable, orgId: string, name: string, at: Date) {
-  const [row] = await db.update(organizations).set({ name, updatedAt: at }).where(eq(organizations.id, orgId)).returning()
+  const [row] = await db.update(organizations).set({ name, namedAfterUserId: null, updatedAt: at }).where(eq(organizations.id, orgId)).returning()
   return row
 }
 
