@@ -1,14 +1,21 @@
-// The janitor on a fake clock: what has expired goes, what is live stays; a
-// backlog larger than a batch goes in several short batches; while another
-// instance holds the lock, a run does nothing.
+// The janitor on a fake clock: what has expired goes, what is live stays, in
+// every table it sweeps; a backlog larger than a batch goes in several short
+// batches; while another instance holds the lock, a run does nothing.
+// Regression (found in review): revoked and accepted invitations were never
+// deleted, so one to someone who never signed up kept the address forever
+// (revoked-and-accepted-invitations-kept-forever).
 import t from 'tap'
 import { count, sql, type SQL } from 'drizzle-orm'
 import type { PgTable } from 'drizzle-orm/pg-core'
 import type { App } from '../../src/app.js'
-import { auditEvents, invitations, loginFailures, mailOutbox, mfaChallenges, sessions } from '../../src/db/schema.js'
+import {
+  auditEvents, invitations, loginFailures, mailOutbox, mailTokens, mfaChallenges, platformAuditEvents, refreshTokens, sessions,
+} from '../../src/db/schema.js'
 import { JANITOR_BATCH } from '../../src/modules/janitor/janitor.js'
 import { buildTestApp, FakeClock, FAST_ARGON2, sharedDatabase } from '../helpers/app.js'
-import { bearer, login, register, uniqueEmail } from '../helpers/api.js'
+import { bearer, login, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { mailedToken } from '../helpers/mail-tap.js'
+import { expectStatus } from '../helpers/orgs.js'
 
 const DAY = 86_400_000
 const rowsIn = async (app: App, table: PgTable, where?: SQL) => (await app.db.select({ n: count() }).from(table).where(where))[0]!.n
@@ -46,6 +53,70 @@ t.test('expired rows go, live ones stay', async (t) => {
   t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refresh_token: fresh.refresh_token } })).statusCode, 200, 'the live refresh token works')
   const again = await app.janitor.runOnce()
   t.same(Object.values(again.deleted).reduce((a, b) => a + b, 0), 0, 'a second run finds nothing')
+})
+
+t.test('revoked-and-accepted-invitations-kept-forever: every invitation goes a day past its expiry; its audit events stay', async (t) => {
+  const clock = new FakeClock()
+  const app = await buildTestApp(t, { clock, env: FAST_ARGON2 })
+  const owner = await register(app)
+  const url = `/api/v1/organizations/${owner.organization.id}/invitations`
+  const invite = async (email: string) =>
+    expectStatus(await app.inject({ method: 'POST', url, headers: bearer(owner.access_token), payload: { email, role: 'member' } }), 201, `invite ${email}`)
+  const revoked = await invite(uniqueEmail('never-signed-up'))
+  expectStatus(await app.inject({ method: 'DELETE', url: `${url}/${revoked.id}`, headers: bearer(owner.access_token) }), 204, 'revoke')
+  const joiner = uniqueEmail('joined')
+  await invite(joiner)
+  const token = await mailedToken(app, joiner, 'invitation')
+  expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { email: joiner, password: STRONG_PASSWORD, invitation_token: token } }), 201, 'accepted')
+  await invite(uniqueEmail('lapsed'))
+  await app.audit.flush()
+  const history = () => rowsIn(app, auditEvents, sql`${auditEvents.action} in ('invitation.created', 'invitation.revoked', 'invitation.accepted')`)
+  const kept = await history()
+
+  clock.advance(app.config.INVITATION_TTL * 1000 + 60_000)
+  t.equal((await app.janitor.runOnce()).deleted.invitations, 0, 'expired, but kept for a day')
+  clock.advance(DAY)
+  t.equal((await app.janitor.runOnce()).deleted.invitations, 3, 'then revoked, accepted and lapsed go alike')
+  t.equal(await rowsIn(app, invitations), 0, 'none left')
+  t.equal(await history(), kept, `their audit events stay (${kept})`)
+})
+
+t.test('expired refresh tokens, mail tokens and 2FA challenges, old failed mail and platform audit events go; live ones stay', async (t) => {
+  const clock = new FakeClock()
+  const app = await buildTestApp(t, { clock, env: FAST_ARGON2 })
+  await app.mailSender.stop()
+  const user = await register(app)
+  const userId = user.user.id as string
+  const now = new Date(clock.now())
+  const stale = new Date(clock.now() - 400 * DAY)
+  const later = new Date(clock.now() + DAY)
+  const [session] = await app.db.select({ id: sessions.id }).from(sessions).where(sql`${sessions.userId} = ${userId}`)
+  await app.db.insert(refreshTokens).values({ id: 'rt_expired', sessionId: session!.id, tokenHash: 'rt-expired', createdAt: stale, expiresAt: stale })
+  await app.db.insert(mailTokens).values([
+    { id: 'mt_expired', purpose: 'password_reset', userId, email: user.email, tokenHash: 'mt-expired', createdAt: stale, expiresAt: stale },
+    { id: 'mt_used', purpose: 'password_reset', userId, email: user.email, tokenHash: 'mt-used', createdAt: now, expiresAt: later, usedAt: new Date(clock.now() - 2 * DAY) },
+    { id: 'mt_live', purpose: 'password_reset', userId, email: user.email, tokenHash: 'mt-live', createdAt: now, expiresAt: later },
+  ])
+  await app.db.insert(mfaChallenges).values([
+    { tokenHash: 'expired', userId, createdAt: stale, expiresAt: stale },
+    { tokenHash: 'live', userId, createdAt: now, expiresAt: later },
+  ])
+  await app.db.insert(mailOutbox).values([
+    { id: 'mail_failed_old', kind: 'password_reset', recipient: user.email, state: 'failed', nextAttemptAt: stale, createdAt: stale },
+    { id: 'mail_failed_new', kind: 'password_reset', recipient: user.email, state: 'failed', nextAttemptAt: now, createdAt: now },
+  ])
+  await app.db.insert(platformAuditEvents).values([
+    { id: 'evt_old', action: 'user.disabled', targetType: 'user', targetId: userId, createdAt: stale },
+    { id: 'evt_new', action: 'user.enabled', targetType: 'user', targetId: userId, createdAt: now },
+  ])
+
+  const run = await app.janitor.runOnce()
+  t.match(run.deleted, { refresh_tokens: 1, mail_tokens: 2, mfa_challenges: 1, mail_outbox: 1, platform_audit_events: 1 }, 'the expired rows (and the used mail token)')
+  t.same((await app.db.select({ id: mailTokens.id }).from(mailTokens).where(sql`${mailTokens.id} in ('mt_expired', 'mt_used', 'mt_live')`)).map((r) => r.id), ['mt_live'], 'the live mail token stays')
+  t.equal(await rowsIn(app, mfaChallenges), 1, 'the live 2FA challenge stays')
+  t.same((await app.db.select({ id: mailOutbox.id }).from(mailOutbox).where(sql`${mailOutbox.state} = 'failed'`)).map((r) => r.id), ['mail_failed_new'], 'recent failed mail stays')
+  t.same((await app.db.select({ id: platformAuditEvents.id }).from(platformAuditEvents)).map((r) => r.id), ['evt_new'], 'the recent platform event stays')
+  t.equal((await app.inject({ method: 'POST', url: '/api/v1/auth/refresh', payload: { refresh_token: user.refresh_token } })).statusCode, 200, 'the live refresh token works')
 })
 
 t.test('a backlog larger than a batch goes in several batches; used 2FA challenges go', async (t) => {

@@ -1,7 +1,8 @@
 // The janitor deletes what has expired, so tables do not grow without bound:
 // sessions past their lifetime (with their refresh tokens), refresh tokens past
-// theirs, used or expired 2FA challenges, stale login-failure counters, expired
-// invitations and mail tokens, delivered outbox rows after MAIL_RETENTION_DAYS,
+// theirs, used or expired 2FA challenges, stale login-failure counters,
+// invitations past their expiry (whatever became of them), used or expired mail
+// tokens, delivered outbox rows after MAIL_RETENTION_DAYS,
 // audit events after AUDIT_RETENTION_DAYS. It runs in every instance, every
 // JANITOR_INTERVAL, and in batches: each batch is its own short transaction
 // that first takes a transaction-scoped advisory lock, so one instance deletes
@@ -47,10 +48,9 @@ export class Janitor {
         expired: (now) => and(before(loginFailures.windowStartedAt, new Date(now.getTime() - config.LOCKOUT_WINDOW * 1000)),
           or(isNull(loginFailures.lockedUntil), before(loginFailures.lockedUntil, now))),
       },
-      {
-        name: 'invitations', table: invitations, key: invitations.id,
-        expired: (now) => and(inArray(invitations.state, ['pending', 'expired']), before(invitations.expiresAt, new Date(now.getTime() - GRACE))),
-      },
+      // Accepted, revoked or lapsed, an invitation past its expiry opens nothing and only keeps an
+      // address (found in review: revoked and accepted ones were kept forever); the audit log keeps its history.
+      { name: 'invitations', table: invitations, key: invitations.id, expired: (now) => before(invitations.expiresAt, new Date(now.getTime() - GRACE)) },
       { name: 'mail_tokens', table: mailTokens, key: mailTokens.id, expired: (now) => or(before(mailTokens.expiresAt, now), before(mailTokens.usedAt, new Date(now.getTime() - GRACE))) },
       {
         name: 'mail_outbox', table: mailOutbox, key: mailOutbox.id,
