@@ -37,9 +37,17 @@ declare module 'fastify' {
     /** Counts a request against a named per-client limit decided inside a handler (429 past it). */
     consumeClientLimit(request: FastifyRequest, name: string, perMinute: number): Promise<void>
     /** Counts a request against a named limit on something other than the client (an email address): 429 past it. */
-    consumeKeyedLimit(request: FastifyRequest, limit: { name: string; key: string; max: number; windowMs: number }): Promise<void>
+    consumeKeyedLimit(request: FastifyRequest, limit: KeyedLimit): Promise<void>
+    /**
+     * Counts a request against several keyed limits, all or none: each is read first, and one already
+     * spent refuses the request (429) before any is counted. Two requests racing between the read and
+     * the count may still see one counted where a later one refuses (the counters have no refund).
+     */
+    consumeKeyedLimits(request: FastifyRequest, limits: KeyedLimit[]): Promise<void>
   }
 }
+
+export interface KeyedLimit { name: string; key: string; max: number; windowMs: number }
 
 const MINUTE = 60_000
 
@@ -104,15 +112,16 @@ export default fp(async (app) => {
   const limiters = new Map<string, ReturnType<typeof app.createRateLimit>>()
   // What each request is counted as, for the limiter's keyGenerator (which sees only the request).
   const countedAs = new WeakMap<FastifyRequest, string>()
-  async function consume(request: FastifyRequest, name: string, perMinute: number, what: string, key = byIp(request), windowMs = MINUTE) {
+  /** Counts the request (or with `peek`, only reads whether one more would pass); 429 when it does not. */
+  async function consume(request: FastifyRequest, name: string, perMinute: number, what: string, key = byIp(request), windowMs = MINUTE, peek = false) {
     let limiter = limiters.get(name)
     if (!limiter) {
       limiter = app.createRateLimit({ max: perMinute, timeWindow: windowMs, keyGenerator: (r) => `${name}:${countedAs.get(r)}` })
       limiters.set(name, limiter)
     }
     countedAs.set(request, key)
-    const counted = await limiter(request)
-    if (!counted.isAllowed && counted.isExceeded) {
+    const counted = await limiter(request, { increment: !peek })
+    if (!counted.isAllowed && (peek ? counted.remaining === 0 : counted.isExceeded)) {
       throw new AppError('RATE_LIMITED', `${what}; retry in ${counted.ttlInSeconds} s`, undefined, {
         'retry-after': String(counted.ttlInSeconds), 'ratelimit-limit': String(perMinute), 'ratelimit-remaining': '0',
         'ratelimit-reset': String(counted.ttlInSeconds),
@@ -120,8 +129,12 @@ export default fp(async (app) => {
     }
   }
   app.decorate('consumeClientLimit', (request: FastifyRequest, name: string, perMinute: number) => consume(request, name, perMinute, 'Too many requests'))
-  app.decorate('consumeKeyedLimit', (request: FastifyRequest, limit: { name: string; key: string; max: number; windowMs: number }) =>
+  app.decorate('consumeKeyedLimit', (request: FastifyRequest, limit: KeyedLimit) =>
     consume(request, limit.name, limit.max, 'Too many requests', limit.key, limit.windowMs))
+  app.decorate('consumeKeyedLimits', async (request: FastifyRequest, limits: KeyedLimit[]) => {
+    for (const l of limits) await consume(request, l.name, l.max, 'Too many requests', l.key, l.windowMs, true)
+    for (const l of limits) await consume(request, l.name, l.max, 'Too many requests', l.key, l.windowMs)
+  })
   // Failed credentials guard against guessing, so across instances they are counted exactly: in
   // Redis, one round trip per failure (only failures pay it). A single instance counts them in
   // process, with no I/O (a flood of bad credentials is the load this counter exists for).

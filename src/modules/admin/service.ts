@@ -86,6 +86,7 @@ export class AdminService {
     const now = this.now()
     const revoked = await this.deps.db.transaction(async (tx) => {
       if (!(await repo.setDisabled(tx, id, now, now)).length) throw notFound('User')
+      await this.deps.mailbox.cancelAccountLinks(tx, id)
       const ids = await this.deps.sessions.revokeWithin(tx, id, 'all')
       await this.record(tx, operator, 'user.disabled', id, { sessions_revoked: ids.length })
       return ids
@@ -94,10 +95,12 @@ export class AdminService {
     await this.usersChanged(id)
   }
 
+  /** Links mailed before or while the account was disabled do not come back to life with it. */
   async enable(operator: Operator, id: string) {
     const now = this.now()
     await this.deps.db.transaction(async (tx) => {
       if (!(await repo.setDisabled(tx, id, null, now)).length) throw notFound('User')
+      await this.deps.mailbox.cancelAccountLinks(tx, id)
       await this.record(tx, operator, 'user.enabled', id)
     })
     await this.usersChanged(id)

@@ -65,7 +65,7 @@ const authRoutes: FastifyPluginAsyncTypebox = async (app) => {
     config: { auth: { org: false } },
     schema: {
       tags: TAGS, operationId: 'changePassword', summary: 'Change the password; every other session is revoked',
-      description: 'The current password always; with 2FA on, also a code unless the session logged in within REAUTH_WINDOW.',
+      description: 'The current password always; with 2FA on, also a code unless the session logged in within REAUTH_WINDOW. Any pending password-reset or change-of-address link stops working.',
       body: ChangePasswordBodySchema,
       response: { 204: NoContent, ...errorResponses(423) },
     },

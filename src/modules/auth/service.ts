@@ -189,15 +189,31 @@ export class AuthService {
     this.deps.audit.recordForAccount(userId, { action, actorUserId: userId, ip: meta.ip })
   }
 
-  /** Sets a new password and revokes every other session. The caller has proven the current one (recent-auth). */
+  /**
+   * Sets a new password, and in the same transaction spends the account's pending reset and
+   * change-of-address links and revokes every other session. The caller has proven the current
+   * password (recent-auth).
+   */
   async changePassword(auth: SessionAuth, newPassword: string) {
-    const { db, clock, hasher, config } = this.deps
+    const { db, clock, hasher, config, mailbox } = this.deps
     const user = await repo.findUserById(db, auth.userId)
     if (!user) throw unauthorized('Invalid or expired token')
     const problem = checkPasswordPolicy(newPassword, config.PASSWORD_MIN_LENGTH, { email: user.email, name: user.name })
     if (problem) throw validationError('new_password', problem)
-    await repo.updatePasswordHash(db, user.id, await hasher.hash(newPassword), new Date(clock.now()))
-    await this.deps.sessions.revoke(user.id, 'all', auth.sessionId)
+    const passwordHash = await hasher.hash(newPassword)
+    await this.deps.sessions.revoke(user.id, 'all', auth.sessionId, async (tx) => {
+      await repo.updatePasswordHash(tx, user.id, passwordHash, new Date(clock.now()))
+      await mailbox.cancelAccountLinks(tx, user.id)
+    })
+  }
+
+  /**
+   * Logout everywhere: every session, and the pending reset and change-of-address links with them
+   * (README, Mail). It is what someone does who fears another has the account, as a change notice
+   * tells them to; a change of address that other asked for must not survive it.
+   */
+  async logoutEverywhere(userId: string) {
+    await this.deps.sessions.revoke(userId, 'all', undefined, (tx) => this.deps.mailbox.cancelAccountLinks(tx, userId))
   }
 
   /**

@@ -9,7 +9,7 @@ import type { Queryable } from '../../db/client.js'
 import * as repo from './repository.js'
 import type { MailContent } from './templates.js'
 
-export type MailKind = 'password_reset' | 'password_changed' | 'email_verification' | 'email_change' | 'email_change_notice' | 'invitation'
+export type MailKind = 'password_reset' | 'password_changed' | 'email_verification' | 'email_change' | 'email_change_notice' | 'email_changed' | 'invitation'
 
 export interface QueuedMail {
   kind: MailKind

@@ -70,9 +70,9 @@ export const listRecentMail = (db: Queryable, limit: number) =>
 export const insertMailToken = (db: Queryable, row: typeof mailTokens.$inferInsert) => db.insert(mailTokens).values(row)
 
 /** A newer token of a purpose supersedes the user's older ones: they are spent without use. */
-export const spendUnusedTokens = (db: Queryable, userId: string, purposes: MailTokenPurpose[], at: Date) =>
+export const spendUnusedTokens = (db: Queryable, userId: string, purposes: readonly MailTokenPurpose[], at: Date) =>
   db.update(mailTokens).set({ usedAt: at })
-    .where(and(eq(mailTokens.userId, userId), inArray(mailTokens.purpose, purposes), isNull(mailTokens.usedAt)))
+    .where(and(eq(mailTokens.userId, userId), inArray(mailTokens.purpose, [...purposes]), isNull(mailTokens.usedAt)))
 
 /** The token with this hash, if it is of the purpose, unspent and unexpired. */
 const liveToken = (purpose: MailTokenPurpose, tokenHash: string, now: Date) =>

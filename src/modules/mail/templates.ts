@@ -50,12 +50,24 @@ const minutes = (seconds: number) => (seconds % 86_400 === 0 ? unit(seconds / 86
   : seconds % 3600 === 0 ? unit(seconds / 3600, 'hour') : unit(Math.round(seconds / 60), 'minute'))
 
 /**
- * The organization's name is its admins' words, sent from this service's address: it stays out of
- * the subject, and in the body it is one line, defanged (`https[:]//evil[.]example`), so no mail
- * client makes a link of it. The only link is the accept link.
+ * Words this service did not choose (an organization's name, an address someone typed), quoted in a
+ * mail from its address: one line, defanged (`https[:]//evil[.]example`), so no mail client makes a
+ * link of them. NFKC first, so fullwidth and compatibility forms (`ｈｔｔｐｓ：／／`, `．`, U+2024) become
+ * the ASCII they stand for, and format characters (bidi overrides such as U+202E, zero-width ones) go,
+ * before anything is matched; the ideographic full stop, which NFKC keeps but hostnames read as a dot
+ * (UTS #46), is a dot.
+ */
+export function defang(words: string): string {
+  return words.normalize('NFKC').replace(/\p{Cf}+/gu, '').replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim()
+    .replace(/\u3002/g, '.').replace(/:\/\//g, '[:]//').replace(/\./g, '[.]').replace(/@/g, '[@]')
+}
+
+/**
+ * The organization's name is its admins' words: it stays out of the subject, and in the body it is
+ * defanged. The only link is the accept link.
  */
 function invitationMail(config: MailConfig, token: string, name: string, role: string) {
-  const organization = name.replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim().replace(/:\/\//g, '[:]//').replace(/\./g, '[.]').replace(/@/g, '[@]')
+  const organization = defang(name)
   return compose(config, 'you are invited to join an organization', [
     `You are invited to join the organization named "${organization}" as ${role === 'admin' ? 'an' : 'a'} ${role}.`,
     `Accept with the link below, signed in with this address or by creating an account with it. The link works once, for ${minutes(config.INVITATION_TTL)}. If you do not know this organization, ignore this mail.`,
@@ -85,8 +97,15 @@ export const templates = {
 
   invitation: invitationMail,
 
+  // The new address is whatever the requester typed (`https://evil.example/x?token=a@evil.example`
+  // has an address's shape): quoted defanged, never as a link.
   emailChangeNotice: (config: MailConfig, newEmail: string) => compose(config, 'a change of email address was requested', [
-    `Someone signed in to your account asked to change its email address to ${newEmail}. It changes only once the new address is confirmed.`,
-    'If this was not you, change your password now: whoever asked knows it or holds one of your sessions.',
+    `Someone signed in to your account asked to change its email address to ${defang(newEmail)}. It changes only once the new address is confirmed.`,
+    'If this was not you, reset your password now (with "forgot password", from this address): that cancels the change, as does changing your password or signing out everywhere. Whoever asked knows your password or holds one of your sessions.',
+  ]),
+
+  emailChanged: (config: MailConfig, newEmail: string) => compose(config, 'your email address was changed', [
+    `The email address of your account was changed to ${defang(newEmail)}. Mail about the account now goes there, not here.`,
+    'If this was not you, contact your administrator at once: the account can no longer be recovered from this address.',
   ]),
 }

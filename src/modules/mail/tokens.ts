@@ -12,6 +12,14 @@ import * as repo from './repository.js'
 
 export type MailTokenPurpose = repo.MailTokenPurpose
 
+/**
+ * The links whoever holds can take the account with: a reset (recovers it) and a change of address
+ * (moves it, and every later reset with it). A credential change, a logout everywhere and an
+ * operator's disable or enable spend them, so a link asked for with a password the owner has since
+ * replaced dies with that password.
+ */
+export const ACCOUNT_TAKING_PURPOSES: readonly MailTokenPurpose[] = ['password_reset', 'email_change']
+
 /** 43 base64url characters: the shape every mailed token has (anything else is refused unread). */
 const TOKEN_SHAPE = /^[A-Za-z0-9_-]{43}$/
 
@@ -59,7 +67,7 @@ export class MailTokens {
   }
 
   /** Spends every unused token of these purposes (a password or address change makes them stale). */
-  async spendAll(db: Queryable, userId: string, purposes: MailTokenPurpose[]): Promise<void> {
+  async spendAll(db: Queryable, userId: string, purposes: readonly MailTokenPurpose[]): Promise<void> {
     await repo.spendUnusedTokens(db, userId, purposes, new Date(this.deps.clock.now()))
   }
 }

@@ -32,7 +32,7 @@ const mailboxRoutes: FastifyPluginAsyncTypebox = async (app) => {
     config: { rateLimit: app.ipRateLimit(config.RATE_LIMIT_PASSWORD_RESET) },
     schema: {
       tags: TAGS, operationId: 'resetPassword', summary: 'Set a new password with a mailed reset token',
-      description: 'Every session and refresh token of the account is revoked, the lockout cleared, and a notice mailed.',
+      description: 'Every session and refresh token of the account is revoked, any other pending reset or change-of-address link spent, the lockout cleared, and a notice mailed.',
       body: ResetPasswordBodySchema,
       response: { 204: NoContent },
     },

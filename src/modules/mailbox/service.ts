@@ -18,7 +18,7 @@ import { isEmailAddress, normalizeEmail } from '../auth/service.js'
 import type { Outbox } from '../mail/outbox.js'
 import { storePreparedMail } from '../mail/repository.js'
 import { templates, type MailContent } from '../mail/templates.js'
-import { invalidLink, type MailTokens } from '../mail/tokens.js'
+import { ACCOUNT_TAKING_PURPOSES, invalidLink, type MailTokens } from '../mail/tokens.js'
 import type { ClientMeta, SessionService } from '../sessions/service.js'
 import * as repo from './repository.js'
 
@@ -80,6 +80,7 @@ export class MailboxService {
     const revoked = await db.transaction(async (tx) => {
       await tokens.spend(tx, 'password_reset', token)
       await userRepo.updatePasswordHash(tx, user.id, passwordHash, now)
+      await this.cancelAccountLinks(tx, user.id)
       const ids = await sessions.revokeWithin(tx, user.id, 'all')
       await outbox.queue(tx, { kind: 'password_changed', to: user.email, userId: user.id, content: templates.passwordChanged(config) })
       return ids
@@ -89,6 +90,16 @@ export class MailboxService {
     // The mailbox proved who this is: the failure count (and any lock) on the address ends.
     await this.deps.lockout.clear(user.email)
     this.deps.audit.recordForAccount(user.id, { action: 'password.reset', actorUserId: user.id, targetType: 'user', targetId: user.id, ip: meta.ip })
+  }
+
+  /**
+   * Spends the account's pending reset and change-of-address links (in the caller's transaction):
+   * a password reset or change, a logout everywhere, a disable and an enable. An attacker who knew
+   * the old password and asked to move the address must not be able to finish after the owner
+   * secured the account (the change notice tells the owner to do just that).
+   */
+  async cancelAccountLinks(db: Queryable, userId: string): Promise<void> {
+    await this.deps.tokens.spendAll(db, userId, ACCOUNT_TAKING_PURPOSES)
   }
 
   /** Queues a verification mail for the user's current address (in the caller's transaction). */
@@ -174,7 +185,7 @@ export class MailboxService {
    * old address's pending links die with it (a reset mailed there must not outlive the change).
    */
   async confirmEmailChange(token: string, meta: ClientMeta): Promise<void> {
-    const { db, tokens } = this.deps
+    const { db, config, tokens, outbox } = this.deps
     const now = new Date(this.deps.clock.now())
     let userId: string
     try {
@@ -186,6 +197,8 @@ export class MailboxService {
         if (await userRepo.findUserByEmail(tx, spent.email)) throw new AppError('EMAIL_TAKEN')
         await repo.changeEmail(tx, spent.userId, spent.email, now)
         await tokens.spendAll(tx, spent.userId, ['password_reset', 'email_verification', 'email_change'])
+        // The old address hears of it: if it was not its owner, this is the last mail that reaches them.
+        await outbox.queue(tx, { kind: 'email_changed', to: owner.email, userId: owner.id, content: templates.emailChanged(config, spent.email) })
         return spent.userId
       })
     } catch (err) {
@@ -193,6 +206,7 @@ export class MailboxService {
       if (isUniqueViolation(err)) throw new AppError('EMAIL_TAKEN')
       throw err
     }
+    outbox.queued()
     await this.changed(userId)
     this.deps.audit.recordForAccount(userId, { action: 'email.changed', actorUserId: userId, targetType: 'user', targetId: userId, ip: meta.ip })
   }

@@ -58,10 +58,11 @@ const sessionRoutes: FastifyPluginAsyncTypebox = async (app) => {
     config: { auth: { org: false } },
     schema: {
       tags: TAGS, operationId: 'logoutAll', summary: 'Revoke every session of the caller',
+      description: 'Also spends any pending password-reset or change-of-address link of the account.',
       response: { 204: NoContent },
     },
   }, async (request, reply) => {
-    await sessions.revoke(sessionAuth(request).userId, 'all')
+    await app.authService.logoutEverywhere(sessionAuth(request).userId)
     return reply.code(204).send(null)
   })
 

@@ -146,10 +146,16 @@ export class SessionService {
    * revocation answered 503 (its UPDATE held past the deadline) may still commit later,
    * unannounced; retried, it found nothing left to revoke and announced nothing, so the token
    * lived on every instance (regression test late-revocation-never-announced). The second
-   * announcement is best effort: what this call revoked is announced already.
+   * announcement is best effort: what this call revoked is announced already. `alongside` writes
+   * what must commit with the revocation, or not at all (a password change), in its transaction.
    */
-  async revoke(userId: string, which: repo.SessionSelector, exceptId?: string): Promise<string[]> {
-    const revoked = await this.revokeWithin(this.deps.db, userId, which, exceptId)
+  async revoke(userId: string, which: repo.SessionSelector, exceptId?: string, alongside?: (tx: Queryable) => Promise<void>): Promise<string[]> {
+    const revoked = alongside
+      ? await this.deps.db.transaction(async (tx) => {
+        await alongside(tx)
+        return this.revokeWithin(tx, userId, which, exceptId)
+      })
+      : await this.revokeWithin(this.deps.db, userId, which, exceptId)
     await this.announceRevoked(revoked)
     const since = new Date(this.now().getTime() - this.deps.revocation.rememberMs)
     const earlier = (await repo.listRevokedSessions(this.deps.db, userId, which, since, exceptId).catch(() => []))

@@ -127,7 +127,7 @@ export interface paths {
         put?: never;
         /**
          * Change the password; every other session is revoked
-         * @description The current password always; with 2FA on, also a code unless the session logged in within REAUTH_WINDOW.
+         * @description The current password always; with 2FA on, also a code unless the session logged in within REAUTH_WINDOW. Any pending password-reset or change-of-address link stops working.
          */
         post: operations["changePassword"];
         delete?: never;
@@ -167,7 +167,7 @@ export interface paths {
         put?: never;
         /**
          * Set a new password with a mailed reset token
-         * @description Every session and refresh token of the account is revoked, the lockout cleared, and a notice mailed.
+         * @description Every session and refresh token of the account is revoked, any other pending reset or change-of-address link spent, the lockout cleared, and a notice mailed.
          */
         post: operations["resetPassword"];
         delete?: never;
@@ -299,7 +299,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Revoke every session of the caller */
+        /**
+         * Revoke every session of the caller
+         * @description Also spends any pending password-reset or change-of-address link of the account.
+         */
         post: operations["logoutAll"];
         delete?: never;
         options?: never;
