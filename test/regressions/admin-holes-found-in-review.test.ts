@@ -10,12 +10,17 @@
 // 5. an account registered without a name, whose workspace was named after its
 //    address ("zanzibar.quokka's workspace"), moved to another address and was
 //    erased: the workspace kept the first address's local part (the erasure
-//    matched the current one) (erasure-keeps-an-earlier-local-part-in-the-workspace-name).
+//    matched the current one) (erasure-keeps-an-earlier-local-part-in-the-workspace-name);
+// 6. once the janitor had deleted an accepted invitation (a day past its expiry),
+//    an erasure no longer knew the address it was sent to, and its mail (no
+//    user id) kept the first address in the outbox for MAIL_RETENTION_DAYS
+//    (erasure-after-the-janitor-keeps-the-first-address).
 import t, { type Test } from 'tap'
 import { and, eq, sql } from 'drizzle-orm'
 import { memberships } from '../../src/db/schema.js'
-import { buildTestApp, FAST_ARGON2, sharedDatabase, within } from '../helpers/app.js'
-import { bearer, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { buildTestApp, FakeClock, FAST_ARGON2, sharedDatabase, within } from '../helpers/app.js'
+import { bearer, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
+import { mailedToken } from '../helpers/mail-tap.js'
 import { addMember, expectStatus } from '../helpers/orgs.js'
 import { tracesOf } from '../helpers/scan.js'
 import { mailEnv, startSmtp, tokenIn } from '../helpers/smtp.js'
@@ -100,6 +105,24 @@ t.test('an erasure leaves no IP, name or earlier address of the account', (t) =>
 
 t.test('erasure-keeps-an-earlier-local-part-in-the-workspace-name: no name given, the workspace named after the first address', (t) =>
   eraseAfterMoving(t, undefined, '203.0.113.92'))
+
+t.test('erasure-after-the-janitor-keeps-the-first-address: joined by invitation, moved, the invitation swept, then erased', async (t) => {
+  const clock = new FakeClock()
+  const app = await buildTestApp(t, { clock, env: FAST_ARGON2 })
+  const owner = await register(app)
+  const first = uniqueEmail('first')
+  expectStatus(await app.inject({ method: 'POST', url: `/api/v1/organizations/${owner.organization.id}/invitations`, headers: bearer(owner.access_token), payload: { email: first, role: 'member' } }), 201, 'invite')
+  const invitation = await mailedToken(app, first, 'invitation')
+  const joined = expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/register', payload: { email: first, password: STRONG_PASSWORD, invitation_token: invitation } }), 201, 'sign up with the link')
+  const second = uniqueEmail('second')
+  expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/email', headers: bearer(joined.access_token), payload: { new_email: second, password: STRONG_PASSWORD } }), 202, 'change')
+  expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/email/confirm', payload: { token: await mailedToken(app, second, 'email_change') } }), 204, 'confirm')
+  clock.advance(9 * 86_400_000) // past the invitation's expiry and the janitor's day of grace; within MAIL_RETENTION_DAYS
+  t.ok((await app.janitor.runOnce()).deleted.invitations! >= 1, 'the janitor deleted the accepted invitation')
+  const session = expectStatus(await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: second, password: STRONG_PASSWORD } }), 200, 'login').access_token
+  expectStatus(await app.inject({ method: 'DELETE', url: '/api/v1/auth/me', headers: bearer(session), payload: proof }), 204, 'erase')
+  t.same(await tracesOf(app, [first, second]), [], 'neither address anywhere (the invitation mail to the first included)')
+})
 
 t.test('a disabled account cannot move its address', async (t) => {
   const user = await account()

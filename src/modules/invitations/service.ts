@@ -21,6 +21,7 @@ import { isEmailAddress, normalizeEmail } from '../auth/service.js'
 import * as userRepo from '../auth/repository.js'
 import { currentHolder, holderNow } from '../authority/current-holder.js'
 import type { Outbox } from '../mail/outbox.js'
+import { attributeMailTo } from '../mail/repository.js'
 import { templates } from '../mail/templates.js'
 import { hashOf, invalidLink, mintToken } from '../mail/tokens.js'
 import * as orgRepo from '../organizations/repository.js'
@@ -180,6 +181,9 @@ export class InvitationService {
       throw new AppError('FORBIDDEN', 'Whoever sent this invitation can no longer grant its role; ask for a new one')
     }
     await orgRepo.insertMembership(tx, { orgId: invitation.orgId, userId, role: invitation.role, createdAt: now })
+    // The invitation mail carries no user id; once the janitor deletes the invitation, nothing else
+    // would tie its address to this account for an erasure to find (found in review).
+    await attributeMailTo(tx, 'invitation', invitation.email, userId)
     return { invitation, organization }
   }
 

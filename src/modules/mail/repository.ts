@@ -10,6 +10,15 @@ export type MailTokenPurpose = MailTokenRow['purpose']
 export const insertMail = (db: Queryable, row: typeof mailOutbox.$inferInsert) => db.insert(mailOutbox).values(row)
 
 /**
+ * Mail of `kind` queued for nobody in particular (an invitation) to an address an account has just
+ * proved its own: from now on the account's, so its erasure finds it by user id after the address
+ * moved and whatever else tied the address to the account (the invitation) is gone.
+ */
+export const attributeMailTo = (db: Queryable, kind: string, email: string, userId: string) =>
+  db.update(mailOutbox).set({ userId })
+    .where(and(eq(mailOutbox.kind, kind), isNull(mailOutbox.userId), sql`lower(${mailOutbox.recipient}) = ${email.toLowerCase()}`))
+
+/**
  * Claims the next due row until `claimUntil`, counting the attempt now (a crash mid-send is an
  * attempt too). SKIP LOCKED: senders in other instances take other rows, never the same. One row
  * at a time, right before its send: a claim's time is then all its own send's.
