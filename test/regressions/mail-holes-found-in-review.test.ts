@@ -12,8 +12,21 @@
 // 10. the per-address mail limit was keyed by the address itself, so an erased
 //    user's address stayed in Redis for up to an hour;
 // 5. an invitation refused by the address's limit still spent its organization's.
+//
+// The review of that fix found the change of address could still outrun it
+// (email-change-outruns-the-reset, -password-change): the password was checked
+// against the hash read at the start (recent-auth, then argon2) and the link
+// issued in a transaction of its own, so a reset committing in between missed the
+// new link (PostgreSQL, reset 20-35 ms ahead: 204, then the change 202, and its
+// link moved the account). Every securing action now locks the account's row
+// first; the change issues its link holding that row and its session (FOR SHARE),
+// only if the password hash, the account and the session are as when checked.
+// The window is made certain: the attacker's password check is held at a gate
+// once argon2 has answered while the owner secures the account.
 import t, { type Test } from 'tap'
 import { Redis } from 'ioredis'
+import { eq } from 'drizzle-orm'
+import { mailOutbox } from '../../src/db/schema.js'
 import type { App } from '../../src/app.js'
 import { defang, templates } from '../../src/modules/mail/templates.js'
 import { buildTestApp, FAST_ARGON2, TEST_REDIS_URL, testConfig, within } from '../helpers/app.js'
@@ -104,6 +117,92 @@ t.test('reset-link-survives-disable-and-enable', async (t) => {
   await refusedLink(t, '/auth/password/reset', { token: reset, new_password: NEW_PASSWORD }, 'the reset link mailed before the disable is dead')
   const fresh = await resetLink(user.email)
   expectStatus(await post('/auth/password/reset', { token: fresh, new_password: NEW_PASSWORD }), 204, 'a link mailed after the enable works')
+})
+
+/** Holds the next password check, once argon2 has answered it, until released (later checks pass through). */
+function holdNextPasswordCheck(t: Test) {
+  const hasher = app.passwordHasher
+  const verify = hasher.verify.bind(hasher)
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let held = false
+  hasher.verify = async (hash, password) => {
+    hasher.verify = verify
+    const ok = await verify(hash, password)
+    held = true
+    await gate
+    return ok
+  }
+  t.teardown(() => { hasher.verify = verify; release() })
+  return {
+    async checked() { t.ok(await within(5_000, () => held) >= 0, 'the attacker\'s password was checked (right) and is held') },
+    release,
+  }
+}
+
+/**
+ * The attacker, signed in with the victim's password, asks to move the address; while that request
+ * waits between its password check and its link, the owner does `secure`. The change must be refused
+ * and no link to the attacker may work.
+ */
+async function outrun(t: Test, secure: (victim: Awaited<ReturnType<typeof register>>) => Promise<void>) {
+  const victim = await register(app)
+  const attacker = uniqueEmail('attacker')
+  const session = await login(victim.email)
+  const gate = holdNextPasswordCheck(t)
+  const change = post('/auth/email', { new_email: attacker, password: STRONG_PASSWORD }, session.access_token)
+  await gate.checked()
+  await secure(victim)
+  gate.release()
+  const res = await change
+  t.equal(res.statusCode, 401, `the change, checked against the password before it was secured, is refused (${res.statusCode})`)
+  const queued = await app.db.select({ id: mailOutbox.id }).from(mailOutbox).where(eq(mailOutbox.recipient, attacker))
+  t.equal(queued.length, 0, 'no link was queued for the attacker')
+  if (queued.length) {
+    const link = await mailedToken(app, attacker, 'email_change')
+    t.not((await post('/auth/email/confirm', { token: link })).statusCode, 204, 'the attacker\'s link does not move the account')
+  }
+  t.equal(await addressOf(victim.user.id), victim.email, 'the address did not move')
+  t.equal(mailsTo(app, attacker, 'email_change').length, 0, 'nothing was mailed to the attacker')
+}
+
+t.test('email-change-outruns-the-reset', async (t) => {
+  await outrun(t, async (victim) => {
+    expectStatus(await post('/auth/password/forgot', { email: victim.email }), 202, 'forgot')
+    const token = await mailedToken(app, victim.email, 'password_reset')
+    expectStatus(await post('/auth/password/reset', { token, new_password: NEW_PASSWORD }), 204, 'the victim resets')
+  })
+})
+
+t.test('email-change-outruns-the-password-change', async (t) => {
+  await outrun(t, async (victim) => {
+    expectStatus(await post('/auth/password', { current_password: STRONG_PASSWORD, new_password: NEW_PASSWORD }, victim.access_token), 204, 'the victim changes the password')
+  })
+})
+
+t.test('email-change-outruns-the-logout-all', async (t) => {
+  await outrun(t, async (victim) => {
+    expectStatus(await post('/auth/logout-all', {}, victim.access_token), 204, 'the victim signs out everywhere')
+  })
+})
+
+t.test('email-change-outruns-the-disable-and-enable', async (t) => {
+  await outrun(t, async (victim) => {
+    await disable(victim.user.id)
+    await enable(victim.user.id)
+  })
+})
+
+t.test('a change held the same way, with nothing done meanwhile, goes through', async (t) => {
+  const user = await register(app)
+  const to = uniqueEmail('moved')
+  const gate = holdNextPasswordCheck(t)
+  const change = post('/auth/email', { new_email: to, password: STRONG_PASSWORD }, user.access_token)
+  await gate.checked()
+  gate.release()
+  expectStatus(await change, 202, 'change requested')
+  expectStatus(await post('/auth/email/confirm', { token: await mailedToken(app, to, 'email_change') }), 204, 'confirmed')
+  t.equal(await addressOf(user.user.id), to, 'moved')
 })
 
 t.test('a change is only told to the old address: the notice says how to stop it, and the confirmation is noticed too', async (t) => {

@@ -17,5 +17,15 @@ export async function findUserById(db: Queryable, id: string): Promise<UserRow |
   return row
 }
 
+/**
+ * The account's row, held until the transaction ends: FOR UPDATE by whatever secures the account
+ * (a password reset or change, logout everywhere, a disable or enable), FOR SHARE by a change of
+ * address while it issues its link, so that one of the two sees the other's work.
+ */
+export async function lockUser(db: Queryable, id: string, strength: 'update' | 'share'): Promise<UserRow | undefined> {
+  const [row] = await db.select().from(users).where(eq(users.id, id)).for(strength)
+  return row
+}
+
 export const updatePasswordHash = (db: Queryable, id: string, passwordHash: string, at: Date) =>
   db.update(users).set({ passwordHash, updatedAt: at }).where(eq(users.id, id))

@@ -79,9 +79,9 @@ const mailboxRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const auth = sessionAuth(request)
     // The password every time, as for a password change: a stolen token that could move the
     // address could then reset the password by mail (test/regressions/stolen-token-moves-the-account).
-    await app.recentAuth.assert(auth, { password: request.body.password, code: request.body.code }, { password: 'always' }, request.ip)
+    const verified = await app.recentAuth.assert(auth, { password: request.body.password, code: request.body.code }, { password: 'always' }, request.ip)
     await perAddress(request, request.body.new_email)
-    await service.requestEmailChange(auth.userId, request.body.new_email, clientMeta(request))
+    await service.requestEmailChange(verified, auth.sessionId, request.body.new_email, clientMeta(request))
     return reply.code(202).send({ message: 'A link to confirm the new address is on its way; the address changes once it is followed' })
   })
 

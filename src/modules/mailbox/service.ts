@@ -6,7 +6,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../config.js'
 import type { Database, Queryable } from '../../db/client.js'
 import { isUniqueViolation } from '../../db/errors.js'
-import { AppError, validationError } from '../../errors.js'
+import { AppError, unauthorized, validationError } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import type { PasswordHasher } from '../../lib/password-hasher.js'
 import { checkPasswordPolicy } from '../../lib/password-policy.js'
@@ -96,9 +96,13 @@ export class MailboxService {
    * Spends the account's pending reset and change-of-address links (in the caller's transaction):
    * a password reset or change, a logout everywhere, a disable and an enable. An attacker who knew
    * the old password and asked to move the address must not be able to finish after the owner
-   * secured the account (the change notice tells the owner to do just that).
+   * secured the account (the change notice tells the owner to do just that). The account's row is
+   * locked first (FOR UPDATE, before any session is revoked) and held to the commit: a change of
+   * address that checked the old password either issued its link before (spent here) or waits and
+   * sees the new password, the disable or the revoked session (requestEmailChange).
    */
   async cancelAccountLinks(db: Queryable, userId: string): Promise<void> {
+    await userRepo.lockUser(db, userId, 'update')
     await this.deps.tokens.spendAll(db, userId, ACCOUNT_TAKING_PURPOSES)
   }
 
@@ -163,18 +167,27 @@ export class MailboxService {
    * a notice to the old one. Nothing changes until the link is followed. Whether the new
    * address is taken is not told here (that would tell a signed-in user who else has an
    * account); confirming re-checks it.
+   *
+   * `verified` is the account as read when its password was checked. The link is issued holding the
+   * account's row and the session (FOR SHARE), and only if neither changed meanwhile: a password
+   * reset or change, logout everywhere or disable that committed during the (slow) check spent the
+   * links before this one existed (regression test email-change-outruns-the-reset).
    */
-  async requestEmailChange(userId: string, rawEmail: string, meta: ClientMeta): Promise<void> {
-    const { db, config, tokens, outbox } = this.deps
+  async requestEmailChange(verified: userRepo.UserRow, sessionId: string, rawEmail: string, meta: ClientMeta): Promise<void> {
+    const { db, config, tokens, outbox, sessions } = this.deps
     const newEmail = normalizeEmail(rawEmail)
     if (!isEmailAddress(newEmail)) throw validationError('new_email', 'must be an email address')
-    const user = await userRepo.findUserById(db, userId)
-    if (!user) throw new AppError('UNAUTHORIZED', 'Invalid or expired token')
-    if (newEmail === user.email) throw validationError('new_email', 'is already the address of this account')
-    await db.transaction(async (tx) => {
+    const user = await db.transaction(async (tx) => {
+      const user = await userRepo.lockUser(tx, verified.id, 'share')
+      if (!user || user.disabledAt || user.erasedAt) throw unauthorized('Invalid or expired token')
+      // The password proven is no longer the account's: answered as a wrong one would be.
+      if (user.passwordHash !== verified.passwordHash) throw new AppError('INVALID_CREDENTIALS', 'Password or two-factor code is incorrect')
+      await sessions.holdLive(tx, user.id, sessionId)
+      if (newEmail === user.email) throw validationError('new_email', 'is already the address of this account')
       const token = await tokens.issue(tx, 'email_change', { id: user.id, email: newEmail }, config.EMAIL_VERIFICATION_TTL)
       await outbox.queue(tx, { kind: 'email_change', to: newEmail, userId: user.id, content: templates.emailChange(config, token) })
       await outbox.queue(tx, { kind: 'email_change_notice', to: user.email, userId: user.id, content: templates.emailChangeNotice(config, newEmail) })
+      return user
     })
     outbox.queued()
     this.deps.audit.recordForAccount(user.id, { action: 'email.change_requested', actorUserId: user.id, targetType: 'user', targetId: user.id, ip: meta.ip })

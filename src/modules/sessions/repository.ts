@@ -87,3 +87,10 @@ export async function lockActiveUser(db: Queryable, userId: string): Promise<boo
     .where(and(eq(users.id, userId), isNull(users.disabledAt), isNull(users.erasedAt))).for('share')
   return rows.length === 1
 }
+
+/** Holds a session's row (FOR SHARE) while something is done in its name; false when it is revoked, expired or gone. */
+export async function lockLiveSession(db: Queryable, userId: string, sessionId: string, now: Date): Promise<boolean> {
+  const rows = await db.select({ id: sessions.id }).from(sessions)
+    .where(and(eq(sessions.id, sessionId), eq(sessions.userId, userId), isNull(sessions.revokedAt), gt(sessions.expiresAt, now))).for('share')
+  return rows.length === 1
+}

@@ -5,7 +5,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { Config, Role } from '../../config.js'
 import { scopesOfRole } from '../../lib/authority.js'
 import type { Database, Queryable } from '../../db/client.js'
-import { AppError } from '../../errors.js'
+import { AppError, unauthorized } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { deriveKey } from '../../lib/crypto.js'
 import { newId } from '../../lib/ids.js'
@@ -162,6 +162,14 @@ export class SessionService {
       .filter((id) => !revoked.includes(id))
     if (earlier.length) await this.announceRevoked(earlier)
     return revoked
+  }
+
+  /**
+   * Holds the session (FOR SHARE) in the caller's transaction, or refuses as a revoked token is
+   * refused: a revocation committed since the request was authenticated counts.
+   */
+  async holdLive(tx: Queryable, userId: string, sessionId: string): Promise<void> {
+    if (!await repo.lockLiveSession(tx, userId, sessionId, this.now())) throw unauthorized('Invalid or expired token')
   }
 
   /** Revokes inside the caller's transaction; once it has committed, announceRevoked(the ids returned). */
