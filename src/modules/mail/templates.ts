@@ -101,7 +101,8 @@ export const templates = {
   // has an address's shape): quoted defanged, never as a link.
   emailChangeNotice: (config: MailConfig, newEmail: string) => compose(config, 'a change of email address was requested', [
     `Someone signed in to your account asked to change its email address to ${defang(newEmail)}. It changes only once the new address is confirmed.`,
-    'If this was not you, reset your password now (with "forgot password", from this address): that cancels the change, as does changing your password or signing out everywhere. Whoever asked knows your password or holds one of your sessions.',
+    // The request needed the password, so only a new password locks the requester out (signing out alone would not).
+    'If this was not you, reset your password now (with "forgot password", from this address), or change it: that cancels the change. Whoever asked knows your password.',
   ]),
 
   emailChanged: (config: MailConfig, newEmail: string) => compose(config, 'your email address was changed', [
