@@ -16,9 +16,13 @@
 // 7. on PostgreSQL, the inviter's role was read before the organization's lock
 //    was taken: an acceptance waiting behind a demotion's lock got the role the
 //    demotion had just taken away (demotion-committed-during-acceptance-outrun).
+// Found by the third review:
+// 8. the mail limits were spent inside the invitation's transaction, which is run
+//    again after a serialization failure or deadlock: a retried invitation spent
+//    them twice (invitation-retried-spends-the-limits-twice).
 import t from 'tap'
 import postgres from 'postgres'
-import { buildTestApp, FakeClock, FAST_ARGON2, TEST_DATABASE_URL, within } from '../helpers/app.js'
+import { buildTestApp, FakeClock, FAST_ARGON2, TEST_DATABASE_URL, TEST_REDIS_URL, within } from '../helpers/app.js'
 import { bearer, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import { assertError } from '../helpers/errors.js'
 import { createKey, expectStatus, newPerson, newTenant } from '../helpers/orgs.js'
@@ -132,4 +136,32 @@ t.test('demotion-committed-during-acceptance-outrun: an acceptance waiting behin
   commit()
   await demotion
   assertError(t, await accepting, 403, 'FORBIDDEN', /can no longer grant/, 'the demotion committed first: its invitation admits nobody')
+})
+
+t.test('invitation-retried-spends-the-limits-twice: an invitation run again after a serialization failure spends its limits once', ONLY_POSTGRES, async (t) => {
+  const limited = await buildTestApp(t, { env: { ...FAST_ARGON2, RATE_LIMIT_INVITATIONS: '2', ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}) } })
+  const boss = await register(limited)
+  const direct = postgres(limited.config.DATABASE_URL, { max: 1, onnotice: () => {} })
+  t.teardown(() => direct.end({ timeout: 1 }))
+  // A real 40001 from the server on the first invitation mail queued, after everything else the transaction did.
+  // The sequence counts attempts: nextval is not rolled back with the transaction that called it.
+  await direct.unsafe(`
+    create sequence invitation_mail_attempts;
+    create function fail_first_invitation_mail() returns trigger language plpgsql as $$
+    begin
+      if new.kind = 'invitation' and nextval('invitation_mail_attempts') = 1 then
+        raise exception 'could not serialize access' using errcode = '40001';
+      end if;
+      return new;
+    end $$;
+    create trigger fail_first_invitation_mail before insert on mail_outbox for each row execute function fail_first_invitation_mail();`)
+  const inviteOne = (email = uniqueEmail('retried')) => limited.inject({
+    method: 'POST', url: `/api/v1/organizations/${boss.organization.id}/invitations`, headers: bearer(boss.access_token), payload: { email, role: 'member' },
+  })
+  const first = uniqueEmail('retried')
+  expectStatus(await inviteOne(first), 201, 'the first invitation, after one retry')
+  t.equal((await direct`select last_value::int as n from invitation_mail_attempts`)[0]!.n, 2, 'its transaction ran twice')
+  assertError(t, await inviteOne(first), 409, 'CONFLICT', /pending invitation/, 'the same address again: refused before any limit is spent')
+  expectStatus(await inviteOne(), 201, 'the second of RATE_LIMIT_INVITATIONS=2: the retry spent nothing')
+  assertError(t, await inviteOne(), 429, 'RATE_LIMITED', undefined, 'the third is past the limit')
 })

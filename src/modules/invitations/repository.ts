@@ -13,6 +13,13 @@ export const expireLapsed = (db: Queryable, orgId: string, email: string, now: D
   db.update(invitations).set({ state: 'expired' })
     .where(and(eq(invitations.orgId, orgId), eq(invitations.email, email), eq(invitations.state, 'pending'), lte(invitations.expiresAt, now)))
 
+/** Whether the address has a pending invitation to the organization that has not lapsed. */
+export async function hasLivePending(db: Queryable, orgId: string, email: string, now: Date): Promise<boolean> {
+  const [row] = await db.select({ id: invitations.id }).from(invitations)
+    .where(and(eq(invitations.orgId, orgId), eq(invitations.email, email), eq(invitations.state, 'pending'), gt(invitations.expiresAt, now))).limit(1)
+  return row !== undefined
+}
+
 export async function findInvitation(db: Queryable, orgId: string, id: string): Promise<InvitationRow | undefined> {
   const [row] = await db.select().from(invitations).where(and(eq(invitations.orgId, orgId), eq(invitations.id, id))).limit(1)
   return row

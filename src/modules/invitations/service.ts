@@ -52,6 +52,8 @@ export const joinedView = (invitation: repo.InvitationRow, organization: orgRepo
   id: organization.id, name: organization.name, role: invitation.role, credits: organization.credits, created_at: organization.createdAt.toISOString(),
 })
 
+const pendingExists = () => new AppError('CONFLICT', 'A pending invitation for this address exists: resend or revoke it')
+
 const notForYou = () => new AppError('FORBIDDEN', 'This invitation is for another address, or your address is not verified yet: verify it, or sign in with the invited address')
 
 export class InvitationService {
@@ -59,7 +61,10 @@ export class InvitationService {
 
   private now() { return new Date(this.deps.clock.now()) }
 
-  /** `beforeMail` spends the mail limits, once the invitation is allowed and just before it is mailed. */
+  /**
+   * `beforeMail` spends the mail limits once the invitation is seen to be allowed, outside the
+   * transaction: a transaction run again after a conflict would spend them again (found in review).
+   */
   async invite(auth: AuthContext, body: { email: string; role: Role }, beforeMail: SpendMailLimit = async () => {}) {
     const email = normalizeEmail(body.email)
     if (!isEmailAddress(email)) throw validationError('email', 'must be an email address')
@@ -72,18 +77,18 @@ export class InvitationService {
       expiresAt: new Date(now.getTime() + this.deps.config.INVITATION_TTL * 1000),
       acceptedAt: null, acceptedByUserId: null, revokedAt: null,
     }
+    // Checked before the limits are spent (a refused invitation spends none), and again in the transaction.
+    await this.refuseInvitation(this.deps.db, auth, email, body.role, now)
+    await beforeMail(email)
     try {
       await this.deps.db.transaction(async (tx) => {
-        this.assertMayGrant(await currentHolder(tx, this.deps.config, auth, now.getTime()), body.role)
-        // Tells only what the organization's members list already shows its admins.
-        if (await repo.isMemberByEmail(tx, auth.orgId, email)) throw new AppError('CONFLICT', 'This address already belongs to a member')
+        await this.refuseInvitation(tx, auth, email, body.role, now)
         await repo.expireLapsed(tx, auth.orgId, email, now)
         await repo.insertInvitation(tx, row)
-        await beforeMail(email)
         await this.queueMail(tx, row, token)
       })
     } catch (err) {
-      if (isUniqueViolation(err)) throw new AppError('CONFLICT', 'A pending invitation for this address exists: resend or revoke it')
+      if (isUniqueViolation(err)) throw pendingExists()
       throw err
     }
     this.deps.outbox.queued()
@@ -117,16 +122,15 @@ export class InvitationService {
   async resend(auth: AuthContext, id: string, beforeMail: SpendMailLimit = async () => {}) {
     const now = this.now()
     const { token, hash } = mintToken()
+    // As for a new invitation: the limits are spent once, outside the transaction, by one allowed to resend.
+    await beforeMail((await this.resendable(this.deps.db, auth, id, now)).email)
     const row = await this.deps.db.transaction(async (tx) => {
-      const found = await repo.findInvitation(tx, auth.orgId, id)
-      if (!found) throw notFound('Invitation')
-      this.assertMayGrant(await currentHolder(tx, this.deps.config, auth, now.getTime()), found.role)
+      const found = await this.resendable(tx, auth, id, now)
       const renewed = await repo.renewInvitation(tx, auth.orgId, id, {
         tokenHash: hash, expiresAt: new Date(now.getTime() + this.deps.config.INVITATION_TTL * 1000),
         invitedByUserId: auth.userId, invitedByKeyId: auth.keyId ?? null,
       })
       if (!renewed) throw new AppError('CONFLICT', `The invitation is ${found.state}, not pending`)
-      await beforeMail(renewed.email)
       await this.queueMail(tx, renewed, token)
       return renewed
     })
@@ -200,6 +204,23 @@ export class InvitationService {
     const event = { orgId: invitation.orgId, actorUserId: userId, targetType: 'user', targetId: userId }
     this.deps.audit.record({ ...event, action: 'invitation.accepted', metadata: { invitation_id: invitation.id, role: invitation.role } })
     this.deps.audit.record({ ...event, action: 'member.added', metadata: { role: invitation.role, invitation_id: invitation.id } })
+  }
+
+  /** Why the caller may not invite the address with the role now (thrown), if they may not. */
+  private async refuseInvitation(db: Queryable, auth: AuthContext, email: string, role: Role, now: Date) {
+    this.assertMayGrant(await currentHolder(db, this.deps.config, auth, now.getTime()), role)
+    // Tells only what the organization's members list already shows its admins.
+    if (await repo.isMemberByEmail(db, auth.orgId, email)) throw new AppError('CONFLICT', 'This address already belongs to a member')
+    if (await repo.hasLivePending(db, auth.orgId, email, now)) throw pendingExists()
+  }
+
+  /** The pending invitation the caller may resend (thrown otherwise). */
+  private async resendable(db: Queryable, auth: AuthContext, id: string, now: Date) {
+    const found = await repo.findInvitation(db, auth.orgId, id)
+    if (!found) throw notFound('Invitation')
+    this.assertMayGrant(await currentHolder(db, this.deps.config, auth, now.getTime()), found.role)
+    if (found.state !== 'pending') throw new AppError('CONFLICT', `The invitation is ${found.state}, not pending`)
+    return found
   }
 
   private async queueMail(tx: Queryable, row: repo.InvitationRow, token: string) {
