@@ -263,6 +263,15 @@ t.test('defang-lets-through-unicode-dots-and-bidi: organization names in an invi
   }
 })
 
+t.test('defang-strips-zwnj-and-zwj: words keep their joiners, only bidi controls go', async (t) => {
+  for (const name of ['شرکت\u200Cها', 'Müller GmbH', '株式会社山田製作所', 'Dev \u{1F469}\u200D\u{1F4BB} team']) {
+    t.equal(defang(name), name, `${JSON.stringify(name)} comes through unchanged`)
+  }
+  t.equal(defang('\u061C\u200E\u200F\u202A\u202B\u202C\u202D\u202E\u2066\u2067\u2068\u2069x'), 'x', 'every bidi control is stripped')
+  t.equal(defang('Acme \u202Eelpmaxe.live\u202C'), 'Acme elpmaxe[.]live', 'the override goes, the dot is defanged')
+  t.equal(defang('\u2067https\u2069://evil\u3002example/x@evil.example'), 'https[:]//evil[.]example/x[@]evil[.]example', 'isolates go before the scheme is matched')
+})
+
 /** One address's mail a hour, three invitations an organization; in Redis when there is one. */
 const limited: App = await buildTestApp(t, { env: {
   ...FAST_ARGON2, EMAIL_VERIFICATION: 'off', RATE_LIMIT_MAIL_PER_EMAIL: '1', RATE_LIMIT_INVITATIONS: '3', ...(TEST_REDIS_URL ? { REDIS_URL: TEST_REDIS_URL } : {}),

@@ -53,12 +53,13 @@ const minutes = (seconds: number) => (seconds % 86_400 === 0 ? unit(seconds / 86
  * Words this service did not choose (an organization's name, an address someone typed), quoted in a
  * mail from its address: one line, defanged (`https[:]//evil[.]example`), so no mail client makes a
  * link of them. NFKC first, so fullwidth and compatibility forms (`ｈｔｔｐｓ：／／`, `．`, U+2024) become
- * the ASCII they stand for, and format characters (bidi overrides such as U+202E, zero-width ones) go,
- * before anything is matched; the ideographic full stop, which NFKC keeps but hostnames read as a dot
- * (UTS #46), is a dot.
+ * the ASCII they stand for, and bidi controls (U+202E and the rest of Bidi_Control) go, before anything
+ * is matched; other format characters stay, since words need them (ZWNJ in Persian 'شرکت‌ها', ZWJ in
+ * emoji sequences). The ideographic full stop, which NFKC keeps but hostnames read as a dot (UTS #46),
+ * is a dot.
  */
 export function defang(words: string): string {
-  return words.normalize('NFKC').replace(/\p{Cf}+/gu, '').replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim()
+  return words.normalize('NFKC').replace(/\p{Bidi_Control}+/gu, '').replace(/[\p{Cc}\p{Zl}\p{Zp}]+/gu, ' ').trim()
     .replace(/\u3002/g, '.').replace(/:\/\//g, '[:]//').replace(/\./g, '[.]').replace(/@/g, '[@]')
 }
 
