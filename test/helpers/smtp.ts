@@ -15,6 +15,8 @@ export interface TestSmtp {
   waitFor(to: string, match?: (mail: ParsedMail) => boolean, ms?: number): Promise<ParsedMail>
   /** Messages to an address so far. */
   to(address: string): ParsedMail[]
+  /** Every RCPT TO the server answered, in order: when, and with which code (250 accepted). */
+  rcpts: Array<{ to: string; at: number; code: number }>
   stop(): Promise<void>
   /** Listens again on the same port. */
   start(): Promise<void>
@@ -41,6 +43,8 @@ export interface SmtpOptions {
   pass?: string
   /** Milliseconds to hold the answer to the `n`th MAIL FROM (from 1): a slow or stalling server. */
   stall?: (n: number) => number
+  /** An SMTP code (451, 550…) to refuse the `n`th RCPT TO of `to` (from 1) with: a failing server. Undefined accepts it. */
+  refuse?: (to: string, n: number) => number | undefined
 }
 
 export async function startSmtp(t: Test, options: SmtpOptions = {}): Promise<TestSmtp> {
@@ -49,6 +53,8 @@ export async function startSmtp(t: Test, options: SmtpOptions = {}): Promise<Tes
   const waiters = new Set<() => void>()
   let server: SMTPServer | undefined
   let mailFroms = 0
+  const rcpts: TestSmtp['rcpts'] = []
+  const rcptsTo = new Map<string, number>()
 
   const listen = () => new Promise<void>((resolve, reject) => {
     server = new SMTPServer({
@@ -64,6 +70,15 @@ export async function startSmtp(t: Test, options: SmtpOptions = {}): Promise<Tes
         const ms = options.stall?.(++mailFroms) ?? 0
         if (ms > 0) setTimeout(() => callback(), ms)
         else callback()
+      },
+      onRcptTo(address, _session, callback) {
+        const to = address.address.toLowerCase()
+        const n = (rcptsTo.get(to) ?? 0) + 1
+        rcptsTo.set(to, n)
+        const code = options.refuse?.(to, n)
+        rcpts.push({ to, at: Date.now(), code: code ?? 250 })
+        if (!code) return callback()
+        callback(Object.assign(new Error(code >= 500 ? 'Mailbox unavailable' : 'Try again later'), { responseCode: code }))
       },
       onData(stream, _session, callback) {
         simpleParser(stream).then((mail) => {
@@ -87,6 +102,7 @@ export async function startSmtp(t: Test, options: SmtpOptions = {}): Promise<Tes
     url: `smtp://${credentials}127.0.0.1:${port}`,
     port,
     messages,
+    rcpts,
     to: (address) => messages.filter((m) => recipients(m).includes(address.toLowerCase())),
     waitFor(to, match = () => true, ms = 10_000) {
       return new Promise((resolve, reject) => {

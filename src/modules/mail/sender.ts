@@ -4,12 +4,14 @@
 // beside the requests, never inside them: a mail server that is down delays
 // mail, never a request.
 //
-// No mail twice while its sender lives: a row is claimed right before its send,
+// No mail in two deliveries at once: a row is claimed right before its send,
 // for twice MAIL_SEND_TIMEOUT, and the send is abandoned (its connection closed)
-// at MAIL_SEND_TIMEOUT, so a claim outlasts its send. Only a sender that stalls
-// past its claim, or dies after the server took the mail but before the row
-// says so, can have it sent again (at least once, never at most once; the
-// Message-ID stays the same, so a receiving system can tell).
+// at MAIL_SEND_TIMEOUT, so a claim outlasts its send. A mail can still arrive
+// twice (at least once, never at most once; the Message-ID stays the same, so a
+// receiving system can tell): when the server took it but answered after
+// MAIL_SEND_TIMEOUT, its retry sends it again; when a sender stalls past its
+// claim, or dies after the server took the mail but before the row says so, the
+// next sender does (test/mail/outbox-adversarial).
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config } from '../../config.js'
 import type { Database } from '../../db/client.js'
