@@ -159,6 +159,9 @@ export const mfaChallenges = pgTable('mfa_challenges', {
   orgId: text('org_id'),
   userAgent: text('user_agent'),
   ip: text('ip'),
+  // A SHA-256 of the password hash the login checked: the session is only started if it is still
+  // the account's (a reset or change committed meanwhile refuses the second step).
+  passwordFingerprint: text('password_fingerprint').notNull(),
   createdAt: createdAt(),
   expiresAt: timestamp('expires_at', { withTimezone: true, mode: 'date' }).notNull(),
   usedAt: timestamp('used_at', { withTimezone: true, mode: 'date' }),

@@ -3,6 +3,10 @@
 import argon2 from 'argon2'
 import { randomBytes } from 'node:crypto'
 import { AppError } from '../errors.js'
+import { sha256 } from './crypto.js'
+
+/** Names a stored password hash without repeating it (an mfa challenge keeps it): equal hashes, equal fingerprints. */
+export const passwordFingerprint = (passwordHash: string): string => sha256(passwordHash)
 
 export interface Argon2Params {
   memoryCost: number

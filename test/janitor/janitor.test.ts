@@ -98,8 +98,8 @@ t.test('expired refresh tokens, mail tokens and 2FA challenges, old failed mail 
     { id: 'mt_live', purpose: 'password_reset', userId, email: user.email, tokenHash: 'mt-live', createdAt: now, expiresAt: later },
   ])
   await app.db.insert(mfaChallenges).values([
-    { tokenHash: 'expired', userId, createdAt: stale, expiresAt: stale },
-    { tokenHash: 'live', userId, createdAt: now, expiresAt: later },
+    { tokenHash: 'expired', userId, passwordFingerprint: 'pf', createdAt: stale, expiresAt: stale },
+    { tokenHash: 'live', userId, passwordFingerprint: 'pf', createdAt: now, expiresAt: later },
   ])
   await app.db.insert(mailOutbox).values([
     { id: 'mail_failed_old', kind: 'password_reset', recipient: user.email, state: 'failed', nextAttemptAt: stale, createdAt: stale },
@@ -130,8 +130,8 @@ t.test('a backlog larger than a batch goes in several batches; used 2FA challeng
   }
   const user = await register(app)
   await app.db.insert(mfaChallenges).values([
-    { tokenHash: 'used', userId: user.user.id, createdAt: now, expiresAt: new Date(clock.now() + 60_000), usedAt: now },
-    { tokenHash: 'live', userId: user.user.id, createdAt: now, expiresAt: new Date(clock.now() + 60_000) },
+    { tokenHash: 'used', userId: user.user.id, passwordFingerprint: 'pf', createdAt: now, expiresAt: new Date(clock.now() + 60_000), usedAt: now },
+    { tokenHash: 'live', userId: user.user.id, passwordFingerprint: 'pf', createdAt: now, expiresAt: new Date(clock.now() + 60_000) },
   ])
   await app.db.insert(mailOutbox).values({ id: 'mail_old_pending', kind: 'password_changed', recipient: 'x@example.com', state: 'pending', nextAttemptAt: stale, createdAt: stale })
   await app.mailSender.stop() // the pending row stays pending: only delivered mail is deleted

@@ -33,6 +33,7 @@ import { buildTestApp, FAST_ARGON2, TEST_REDIS_URL, testConfig, within } from '.
 import { bearer, register, STRONG_PASSWORD, uniqueEmail } from '../helpers/api.js'
 import { mailedToken, mailsTo } from '../helpers/mail-tap.js'
 import { expectStatus } from '../helpers/orgs.js'
+import { holdNextPasswordCheck } from '../helpers/password-gate.js'
 
 const NEW_PASSWORD = 'copper-lantern-harbor-92'
 const app = await buildTestApp(t, { env: { ...FAST_ARGON2, EMAIL_VERIFICATION: 'off' } })
@@ -119,27 +120,6 @@ t.test('reset-link-survives-disable-and-enable', async (t) => {
   expectStatus(await post('/auth/password/reset', { token: fresh, new_password: NEW_PASSWORD }), 204, 'a link mailed after the enable works')
 })
 
-/** Holds the next password check, once argon2 has answered it, until released (later checks pass through). */
-function holdNextPasswordCheck(t: Test) {
-  const hasher = app.passwordHasher
-  const verify = hasher.verify.bind(hasher)
-  let release!: () => void
-  const gate = new Promise<void>((resolve) => { release = resolve })
-  let held = false
-  hasher.verify = async (hash, password) => {
-    hasher.verify = verify
-    const ok = await verify(hash, password)
-    held = true
-    await gate
-    return ok
-  }
-  t.teardown(() => { hasher.verify = verify; release() })
-  return {
-    async checked() { t.ok(await within(5_000, () => held) >= 0, 'the attacker\'s password was checked (right) and is held') },
-    release,
-  }
-}
-
 /**
  * The attacker, signed in with the victim's password, asks to move the address; while that request
  * waits between its password check and its link, the owner does `secure`. The change must be refused
@@ -149,7 +129,7 @@ async function outrun(t: Test, secure: (victim: Awaited<ReturnType<typeof regist
   const victim = await register(app)
   const attacker = uniqueEmail('attacker')
   const session = await login(victim.email)
-  const gate = holdNextPasswordCheck(t)
+  const gate = holdNextPasswordCheck(t, app)
   const change = post('/auth/email', { new_email: attacker, password: STRONG_PASSWORD }, session.access_token)
   await gate.checked()
   await secure(victim)
@@ -196,7 +176,7 @@ t.test('email-change-outruns-the-disable-and-enable', async (t) => {
 t.test('a change held the same way, with nothing done meanwhile, goes through', async (t) => {
   const user = await register(app)
   const to = uniqueEmail('moved')
-  const gate = holdNextPasswordCheck(t)
+  const gate = holdNextPasswordCheck(t, app)
   const change = post('/auth/email', { new_email: to, password: STRONG_PASSWORD }, user.access_token)
   await gate.checked()
   gate.release()

@@ -1,5 +1,5 @@
 // SQL for user accounts.
-import { eq, sql } from 'drizzle-orm'
+import { and, eq, sql } from 'drizzle-orm'
 import { users } from '../../db/schema.js'
 import type { Queryable } from '../../db/client.js'
 
@@ -29,3 +29,10 @@ export async function lockUser(db: Queryable, id: string, strength: 'update' | '
 
 export const updatePasswordHash = (db: Queryable, id: string, passwordHash: string, at: Date) =>
   db.update(users).set({ passwordHash, updatedAt: at }).where(eq(users.id, id))
+
+/** A login's rehash: only over the hash it checked (false when a reset or change replaced it meanwhile). */
+export async function rehashPassword(db: Queryable, id: string, checked: string, passwordHash: string, at: Date): Promise<boolean> {
+  const rows = await db.update(users).set({ passwordHash, updatedAt: at })
+    .where(and(eq(users.id, id), eq(users.passwordHash, checked))).returning({ id: users.id })
+  return rows.length === 1
+}

@@ -5,7 +5,7 @@ import { isUniqueViolation } from '../../db/errors.js'
 import { AppError, unauthorized, validationError } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { newId } from '../../lib/ids.js'
-import type { PasswordHasher } from '../../lib/password-hasher.js'
+import { passwordFingerprint, type PasswordHasher } from '../../lib/password-hasher.js'
 import { checkPasswordPolicy } from '../../lib/password-policy.js'
 import type { AuthContext, SessionAuth } from '../../plugins/authenticate.js'
 import * as orgRepo from '../organizations/repository.js'
@@ -158,28 +158,43 @@ export class AuthService {
     }
     // After the password check, so it tells nothing to someone without the password.
     if (this.deps.config.EMAIL_VERIFICATION === 'required' && !user.emailVerifiedAt) throw new AppError('EMAIL_NOT_VERIFIED')
-    if (hasher.needsRehash(user.passwordHash)) {
-      await repo.updatePasswordHash(db, user.id, await hasher.hash(input.password), new Date(clock.now()))
+    // The password was checked against the hash read at the start; a reset or change may have
+    // committed since. The rehash replaces only that hash, and the session (or the mfa challenge's
+    // completion) starts only while the account still has the hash checked: else 401 as a wrong
+    // password (regression tests login-outruns-the-reset, rehash-restores-the-old-password).
+    let checked = user.passwordHash
+    if (hasher.needsRehash(checked)) {
+      const rehashed = await hasher.hash(input.password)
+      if (!await repo.rehashPassword(db, user.id, checked, rehashed, new Date(clock.now()))) throw new AppError('INVALID_CREDENTIALS')
+      checked = rehashed
     }
+    const fingerprint = passwordFingerprint(checked)
     // With 2FA the password alone resets nothing: the lockout keeps counting wrong codes. The lock is
     // read again after the (slow) password check, so a guess racing a lock gets no challenge.
     if (user.mfaEnabled) {
       await lockout.assertNotLocked(email)
-      return this.deps.mfa.startChallenge(user.id, input.orgId, meta)
+      return this.deps.mfa.startChallenge(user.id, fingerprint, input.orgId, meta)
     }
     await lockout.reset(email)
-    return this.completeLogin(user, input.orgId, meta)
+    return this.completeLogin(user, fingerprint, input.orgId, meta)
   }
 
   /** verify-2fa: a TOTP or recovery code turns an mfa_token into tokens. */
   async verifySecondFactor(mfaToken: string, code: string) {
-    const { user, orgId, meta } = await this.deps.mfa.verifyLogin(mfaToken, code)
-    return this.completeLogin(user, orgId, meta)
+    const { user, passwordFingerprint, orgId, meta } = await this.deps.mfa.verifyLogin(mfaToken, code)
+    try {
+      return await this.completeLogin(user, passwordFingerprint, orgId, meta)
+    } catch (err) {
+      // The password checked at the first step is no longer the account's: refused as a wrong code.
+      if (err instanceof AppError && err.code === 'INVALID_CREDENTIALS') throw new AppError('MFA_INVALID')
+      throw err
+    }
   }
 
-  private async completeLogin(user: repo.UserRow, orgId: string | undefined, meta: ClientMeta) {
+  /** `passwordFingerprint`: of the hash the password was checked against (SessionService.start). */
+  private async completeLogin(user: repo.UserRow, passwordFingerprint: string, orgId: string | undefined, meta: ClientMeta) {
     const membership = await this.chooseMembership(user.id, orgId)
-    const tokens = await this.deps.sessions.start(this.deps.db, { id: user.id, emailVerified: user.emailVerifiedAt !== null }, membership, meta)
+    const tokens = await this.deps.sessions.start(this.deps.db, { id: user.id, emailVerified: user.emailVerifiedAt !== null, passwordFingerprint }, membership, meta)
     this.deps.audit.record({ orgId: membership.orgId, action: 'login.succeeded', actorUserId: user.id, ip: meta.ip })
     return { ...tokens, user: userView(user) }
   }

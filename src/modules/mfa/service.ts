@@ -110,11 +110,11 @@ export class MfaService {
   }
 
   /** The first step of a 2FA login: a short-lived, single-use token for verify-2fa. */
-  async startChallenge(userId: string, orgId: string | undefined, meta: ClientMeta) {
+  async startChallenge(userId: string, passwordFingerprint: string, orgId: string | undefined, meta: ClientMeta) {
     const token = `mfa_${randomBytes(32).toString('base64url')}`
     const now = this.now()
     await repo.insertChallenge(this.deps.db, {
-      tokenHash: sha256(token), userId, orgId: orgId ?? null, userAgent: meta.userAgent?.slice(0, 512) ?? null,
+      tokenHash: sha256(token), userId, passwordFingerprint, orgId: orgId ?? null, userAgent: meta.userAgent?.slice(0, 512) ?? null,
       ip: meta.ip ?? null, createdAt: now, expiresAt: new Date(now.getTime() + this.deps.config.MFA_TOKEN_TTL * 1000),
     })
     return { mfa_required: true as const, mfa_token: token, expires_in: this.deps.config.MFA_TOKEN_TTL }
@@ -136,7 +136,7 @@ export class MfaService {
     }
     if (!(await repo.consumeChallenge(db, tokenHash, this.now()))) throw invalid()
     await lockout.clear(user.email)
-    return { user, orgId: challenge.orgId ?? undefined, meta: { userAgent: challenge.userAgent ?? undefined, ip: challenge.ip ?? undefined } }
+    return { user, passwordFingerprint: challenge.passwordFingerprint, orgId: challenge.orgId ?? undefined, meta: { userAgent: challenge.userAgent ?? undefined, ip: challenge.ip ?? undefined } }
   }
 
   /**

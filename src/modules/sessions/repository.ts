@@ -81,11 +81,11 @@ export async function listSessionsRevokedSince(db: Queryable, since: Date): Prom
   return rows as { id: string; revokedAt: Date }[]
 }
 
-/** Holds the account's row (FOR SHARE) while a session is started; false when it is disabled or erased. */
-export async function lockActiveUser(db: Queryable, userId: string): Promise<boolean> {
-  const rows = await db.select({ id: users.id }).from(users)
+/** Holds the account's row (FOR SHARE) while a session is started; undefined when it is disabled or erased. */
+export async function lockActiveUser(db: Queryable, userId: string): Promise<{ passwordHash: string } | undefined> {
+  const [row] = await db.select({ passwordHash: users.passwordHash }).from(users)
     .where(and(eq(users.id, userId), isNull(users.disabledAt), isNull(users.erasedAt))).for('share')
-  return rows.length === 1
+  return row
 }
 
 /** Holds a session's row (FOR SHARE) while something is done in its name; false when it is revoked, expired or gone. */

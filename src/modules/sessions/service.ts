@@ -9,6 +9,7 @@ import { AppError, unauthorized } from '../../errors.js'
 import type { Clock } from '../../lib/clock.js'
 import { deriveKey } from '../../lib/crypto.js'
 import { newId } from '../../lib/ids.js'
+import { passwordFingerprint } from '../../lib/password-hasher.js'
 import { keysetPage } from '../../lib/pagination.js'
 import { childRefreshToken, hashRefreshToken, looksLikeRefreshToken, newRefreshToken } from '../../lib/refresh-token.js'
 import type { Revocation } from '../../plugins/revocation.js'
@@ -50,8 +51,12 @@ export class SessionService {
     this.refreshKey = deriveKey(deps.config.secretKey!, 'refresh-tokens')
   }
 
-  /** Starts a session and its first refresh token (inside the caller's transaction when given one). */
-  async start(db: Queryable, user: { id: string; emailVerified: boolean }, membership: { orgId: string; role: Role }, meta: ClientMeta): Promise<TokenPair> {
+  /**
+   * Starts a session and its first refresh token (inside the caller's transaction when given one).
+   * A login passes `passwordFingerprint`, of the password hash it checked: the session is refused
+   * if the account's hash is another by now (a reset or change committed during the check).
+   */
+  async start(db: Queryable, user: { id: string; emailVerified: boolean; passwordFingerprint?: string }, membership: { orgId: string; role: Role }, meta: ClientMeta): Promise<TokenPair> {
     const userId = user.id
     const { config } = this.deps
     const now = this.now()
@@ -61,8 +66,14 @@ export class SessionService {
     await db.transaction(async (tx) => {
       // The account is read, and held, in the session's own transaction: a disable (or erasure)
       // committed after a login's password check either waits for this session and revokes it, or
-      // is seen here and refuses it (as a wrong password would be).
-      if (!await repo.lockActiveUser(tx, userId)) throw new AppError('INVALID_CREDENTIALS')
+      // is seen here and refuses it (as a wrong password would be). So is a password reset or change:
+      // it locks the row FOR UPDATE (cancelAccountLinks), so it waits for this session and revokes
+      // it, or has committed and its new hash is seen here.
+      const current = await repo.lockActiveUser(tx, userId)
+      if (!current) throw new AppError('INVALID_CREDENTIALS')
+      if (user.passwordFingerprint !== undefined && passwordFingerprint(current.passwordHash) !== user.passwordFingerprint) {
+        throw new AppError('INVALID_CREDENTIALS')
+      }
       await repo.insertSession(tx, {
         id: sessionId, userId, orgId: membership.orgId, userAgent: meta.userAgent?.slice(0, 512) ?? null,
         ip: meta.ip ?? null, createdAt: now, lastUsedAt: now, expiresAt,
