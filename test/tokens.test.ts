@@ -186,7 +186,10 @@ t.test('a token verified before is still refused once it expires (the verificati
   } finally {
     Date.now = realNow
   }
-  await assertAccepted(t, fresh, 'and accepted again once the clock is back (nothing else was changed)')
+  // A token seen expired is remembered as expired (it never becomes valid again: regression test
+  // expired-token-verified-every-time), even if the system clock steps back; nothing else changed.
+  await assertRejected(t, fresh, 'still refused once the clock is back: remembered as expired')
+  await assertAccepted(t, (await register(app)).access_token as string, 'while a token issued now is accepted')
 })
 
 t.test('key rotation: old tokens keep working, new tokens use the promoted key', async (t) => {
