@@ -161,12 +161,14 @@ async function main() {
   const dbUrl = Object.assign(new URL(ADMIN_URL), { pathname: `/${dbName}` }).toString()
 
   const portcullisPort = await freePort()
+  // The floor's app shares the service's database, so it must read the signing keys with the same secret.
+  const serviceSecret = randomBytes(32).toString('base64')
   const helloPort = await freePort()
   // The production build, as the Dockerfile runs it (with the Dockerfile's ENV), at the default log level.
   await promisify(execFile)('npm', ['run', '-s', 'build'], { cwd: ROOT })
   const service = await startProcess(['dist/server.js'], {
     ...dockerfileEnv(RUNTIME_ENV),
-    DATABASE_URL: dbUrl, SECRET_KEY: randomBytes(32).toString('base64'), HOST: '127.0.0.1',
+    DATABASE_URL: dbUrl, SECRET_KEY: serviceSecret, HOST: '127.0.0.1',
     // The per-IP limits would stop a load test from one address; the per-credential limiter stays on the path.
     RATE_LIMIT_LOGIN: '100000', RATE_LIMIT_REGISTER: '100000', RATE_LIMIT_REFRESH: '100000', RATE_LIMIT_GLOBAL: '100000000',
     RATE_LIMIT_AUTH_FAILURES: '100000000',
@@ -210,6 +212,24 @@ async function main() {
       target: `≥ ${minRatio * 100} %${maxP99Ratio ? `, p99 ≤ ${maxP99Ratio}× hello` : ''}`,
       met: run.rps >= minRatio * ceiling.rps && p99Ok && ok,
       note: `${ok ? 'all 200' : `${run.non2xx} non-2xx, ${run.errors} socket errors`}; longest loop stall ${lag.toFixed(0)} ms` })
+  }
+
+  // The floor: the service's own app (same build, configuration and lifecycle) answering routes that
+  // do nothing. No target: it shows what any route of the service costs before its own work, so a
+  // scenario's ratio can be read against what the lifecycle alone allows.
+  if (wanted('floor')) {
+    console.log("· the floor: the service's app, routes that do nothing")
+    const floorPort = await freePort()
+    const floor = await startProcess(['test/bench/app-floor.ts'], {
+      ...dockerfileEnv(RUNTIME_ENV), DATABASE_URL: dbUrl, SECRET_KEY: serviceSecret, HOST: '127.0.0.1', RATE_LIMIT_GLOBAL: '100000000',
+    }, floorPort, '/readyz', join(RESULTS, 'floor.log'))
+    for (const [id, path, what] of [['floor-gateway', '/floor/gateway', 'as forward-auth (no browser headers)'], ['floor-browser', '/floor/browser', 'with browser security headers']] as const) {
+      const [ceiling, run] = await bracketed(() => load(`http://127.0.0.1:${floorPort}${path}`))
+      const ok = run.non2xx === 0 && run.errors === 0
+      rows.push({ id, scenario: `floor: the app, a route doing nothing, ${what}`, value: run, ceilingName: 'hello', ceiling, minRatio: 0,
+        target: 'none (the floor)', met: ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
+    }
+    floor.kill('SIGTERM')
   }
 
   if (wanted('verify-token')) await vsHello('verify-token', 'GET /auth/verify, ES256 access token', verifyUrl, { headers: { authorization: `Bearer ${accessToken}` } }, 0.65, 2)
