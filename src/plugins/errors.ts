@@ -54,9 +54,9 @@ function sendError(reply: FastifyReply, status: number, body: ErrorBody, headers
  * status, headers and log line. Constructing an error and Fastify's error path cost more than
  * the rest of such a refusal's own work (the bad-key flood's profile).
  */
-export function sendRefusal(request: FastifyRequest, reply: FastifyReply, code: ErrorCode, message: string, headers?: Readonly<Record<string, string>>) {
+export function sendRefusal(request: FastifyRequest, reply: FastifyReply, code: ErrorCode, message: string, headers?: Readonly<Record<string, string>>, details?: ErrorDetail[]) {
   request.log.debug({ code }, message)
-  return sendError(reply, ERROR_CODES[code].status, toErrorBody(request, code, message), headers)
+  return sendError(reply, ERROR_CODES[code].status, toErrorBody(request, code, message, details), headers)
 }
 
 function classify(error: FastifyError & { errno?: string | number }): {
@@ -127,8 +127,8 @@ export default fp(async (app) => {
     // An AppError 5xx is an answer chosen on purpose (overloaded, shutting down): a warning, no stack.
     if (status >= 500 && error instanceof AppError) request.log.warn({ code }, message)
     else if (status >= 500) request.log.error({ err: error }, 'request failed')
-    else if (!details) return sendRefusal(request, reply, code, message, headers)
-    else request.log.debug({ code }, message)
+    // Every 4xx (its status is its code's): the one refusal answer, shared with the hot paths.
+    else return sendRefusal(request, reply, code, message, headers, details)
     return sendError(reply, status, toErrorBody(request, code, message, details), headers)
   })
 

@@ -20,7 +20,7 @@ export async function findUserById(db: Queryable, id: string): Promise<UserRow |
 /**
  * The account's row, held until the transaction ends: FOR UPDATE by whatever secures the account
  * (a password reset or change, logout everywhere, a disable or enable), FOR SHARE by a change of
- * address while it issues its link, so that one of the two sees the other's work.
+ * address while it issues its link and by a session as it starts, so that one sees the other's work.
  */
 export async function lockUser(db: Queryable, id: string, strength: 'update' | 'share'): Promise<UserRow | undefined> {
   const [row] = await db.select().from(users).where(eq(users.id, id)).for(strength)

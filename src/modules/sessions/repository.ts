@@ -1,6 +1,6 @@
 // SQL for sessions (one per login) and their refresh-token families.
 import { and, desc, eq, gt, inArray, isNull, lt, ne } from 'drizzle-orm'
-import { refreshTokens, sessions, users } from '../../db/schema.js'
+import { refreshTokens, sessions } from '../../db/schema.js'
 import type { Queryable } from '../../db/client.js'
 
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
@@ -79,13 +79,6 @@ export async function listSessionsRevokedSince(db: Queryable, since: Date): Prom
   const rows = await db.select({ id: sessions.id, revokedAt: sessions.revokedAt }).from(sessions)
     .where(gt(sessions.revokedAt, since))
   return rows as { id: string; revokedAt: Date }[]
-}
-
-/** Holds the account's row (FOR SHARE) while a session is started; undefined when it is disabled or erased. */
-export async function lockActiveUser(db: Queryable, userId: string): Promise<{ passwordHash: string } | undefined> {
-  const [row] = await db.select({ passwordHash: users.passwordHash }).from(users)
-    .where(and(eq(users.id, userId), isNull(users.disabledAt), isNull(users.erasedAt))).for('share')
-  return row
 }
 
 /** Holds a session's row (FOR SHARE) while something is done in its name; false when it is revoked, expired or gone. */

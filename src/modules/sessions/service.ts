@@ -69,8 +69,8 @@ export class SessionService {
       // is seen here and refuses it (as a wrong password would be). So is a password reset or change:
       // it locks the row FOR UPDATE (cancelAccountLinks), so it waits for this session and revokes
       // it, or has committed and its new hash is seen here.
-      const current = await repo.lockActiveUser(tx, userId)
-      if (!current) throw new AppError('INVALID_CREDENTIALS')
+      const current = await userRepo.lockUser(tx, userId, 'share')
+      if (!current || current.disabledAt || current.erasedAt) throw new AppError('INVALID_CREDENTIALS')
       if (user.passwordFingerprint !== undefined && passwordFingerprint(current.passwordHash) !== user.passwordFingerprint) {
         throw new AppError('INVALID_CREDENTIALS')
       }
