@@ -10,6 +10,14 @@
 // the attempt ends without rejecting the statement waiting for it, and it reconnects in a loop:
 // the new statement waited for our deadline instead of failing at once
 // (test/regressions/terminated-connection-waits-for-the-deadline).
+//
+// And for a third (porsager/postgres#1216, #1186; PRs #1215, #1155): when the server ends a
+// transaction's connection while its body is between statements, sql.begin() rejects but the
+// body goes on, and the pool may have opened that same connection slot again for a waiting
+// statement: the body's next statements ran on the new server session outside any transaction,
+// each committing on its own (an account without its membership; test/regressions/
+// transaction-writes-escape-a-terminated-connection). A transaction whose connection closed now
+// refuses every later statement, its COMMIT included, and rejects those it had queued.
 // Idempotent; does nothing for other versions (remove it once a fixed release is out).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
@@ -44,20 +52,35 @@ const replacements = [
   ],
 ]
 
-for (const dir of ['src', 'cjs/src', 'cf/src']) {
-  const file = join(root, dir, 'connection.js')
+const transactionReplacements = [
+  [
+    '    let savepoints = 0\n      , connection\n      , prepare = null',
+    `    let savepoints = 0\n      , connection\n      , prepare = null\n      , closedError = null ${MARK}`,
+  ],
+  [
+    '        new Promise((_, reject) => connection.onclose = reject)',
+    '        new Promise((_, reject) => connection.onclose = (e) => {\n          closedError = e\n          while (queries.length) queries.shift().reject(e)\n          reject(e)\n        })',
+  ],
+  [
+    '        q.catch(e => uncaughtError || (uncaughtError = e))\n        c.queue === full',
+    '        q.catch(e => uncaughtError || (uncaughtError = e))\n        if (closedError)\n          return q.reject(closedError)\n        c.queue === full',
+  ],
+]
+
+for (const [name, edits] of [['connection.js', replacements], ['index.js', transactionReplacements]]) for (const dir of ['src', 'cjs/src', 'cf/src']) {
+  const file = join(root, dir, name)
   if (!existsSync(file)) continue
   const original = readFileSync(file, 'utf8')
   let text = original
-  for (const [from, to] of replacements) {
+  for (const [from, to] of edits) {
     if (text.includes(to)) continue // applied by an earlier install
     if (!text.includes(from)) {
-      console.error(`patch-postgres: ${dir}/connection.js does not contain the expected code; not patched`)
+      console.error(`patch-postgres: ${dir}/${name} does not contain the expected code; not patched`)
       process.exit(0)
     }
     text = text.replace(from, to)
   }
   if (text === original) continue
   writeFileSync(file, text)
-  console.log(`patch-postgres: patched postgres ${version} ${dir}/connection.js`)
+  console.log(`patch-postgres: patched postgres ${version} ${dir}/${name}`)
 }
