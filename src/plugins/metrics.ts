@@ -3,9 +3,10 @@
 // refresh-token reuse, API-key cache hits. GET /metrics, behind METRICS_TOKEN when set.
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Registry, collectDefaultMetrics } from 'prom-client'
 import { timingSafeEqual } from 'node:crypto'
 import { unauthorized } from '../errors.js'
+import { LabeledCounter, LatencyHistogram } from '../lib/hot-path-metrics.js'
 
 export interface Metrics {
   registry: Registry
@@ -27,27 +28,23 @@ declare module 'fastify' {
 export default fp(async (app) => {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_process_' })
-  const duration = new Histogram({
-    name: 'portcullis_http_request_duration_seconds', help: 'Request latency by route and status',
-    labelNames: ['method', 'route', 'status_code'], registers: [registry],
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-  })
-  const auth = new Counter({ name: 'portcullis_auth_outcomes_total', help: 'Authentication outcomes', labelNames: ['method', 'result'], registers: [registry] })
+  const duration = new LatencyHistogram('portcullis_http_request_duration_seconds', 'Request latency by route and status',
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registry)
+  const auth = new LabeledCounter('portcullis_auth_outcomes_total', 'Authentication outcomes', registry)
   const lockouts = new Counter({ name: 'portcullis_lockouts_total', help: 'Emails locked after repeated failures', registers: [registry] })
   const reuse = new Counter({ name: 'portcullis_refresh_reuse_detected_total', help: 'Refresh-token reuse detections (sessions revoked)', registers: [registry] })
-  const keyCache = new Counter({ name: 'portcullis_api_key_cache_lookups_total', help: 'API-key verifications by cache result', labelNames: ['result'], registers: [registry] })
+  const keyCache = new LabeledCounter('portcullis_api_key_cache_lookups_total', 'API-key verifications by cache result', registry)
   const storeErrors = new Counter({ name: 'portcullis_rate_limit_store_errors_total', help: 'Rate-limit store failures (limits failed open)', registers: [registry] })
 
-  // Each route observes its own latency with label children bound once per status (prom-client
-  // otherwise hashes a labels object on every observation); Fastify's 404 handler reports through
-  // observeUnrouted. A hook per route, not a global one reading request.routeOptions (a getter that
-  // builds an object on every call).
+  // Each route observes its own latency through observers looked up once per route and status;
+  // Fastify's 404 handler reports through observeUnrouted. A hook per route, not a global one
+  // reading request.routeOptions (a getter that builds an object on every call).
   const observerFor = (method: string, route: string) => {
-    const byStatus = new Map<number, Histogram.Internal<'method' | 'route' | 'status_code'>>()
+    const byStatus = new Map<number, (seconds: number) => void>()
     return (status: number, seconds: number) => {
-      let child = byStatus.get(status)
-      if (!child) byStatus.set(status, child = duration.labels({ method, route, status_code: status }))
-      child.observe(seconds)
+      let observe = byStatus.get(status)
+      if (!observe) byStatus.set(status, observe = duration.observerOf({ method, route, status_code: status }))
+      observe(seconds)
     }
   }
   app.addHook('onRoute', (route) => {
@@ -60,19 +57,20 @@ export default fp(async (app) => {
     }, ...(route.onResponse ? [route.onResponse].flat() : [])] as typeof route.onResponse
   })
   const unrouted = new Map<string, ReturnType<typeof observerFor>>()
+  const outcome = (method: string, result: string) => auth.incrementerOf({ method, result })
   const outcomes = {
-    session: { success: auth.labels('session', 'success'), failure: auth.labels('session', 'failure') },
-    api_key: { success: auth.labels('api_key', 'success'), failure: auth.labels('api_key', 'failure') },
-    none: { success: auth.labels('none', 'success'), failure: auth.labels('none', 'failure') },
+    session: { success: outcome('session', 'success'), failure: outcome('session', 'failure') },
+    api_key: { success: outcome('api_key', 'success'), failure: outcome('api_key', 'failure') },
+    none: { success: outcome('none', 'success'), failure: outcome('none', 'failure') },
   }
-  const keyCacheResults = { hit: keyCache.labels('hit'), miss: keyCache.labels('miss') }
+  const keyCacheResults = { hit: keyCache.incrementerOf({ result: 'hit' }), miss: keyCache.incrementerOf({ result: 'miss' }) }
 
   app.decorate('metrics', {
     registry,
-    authOutcome: (method, result) => outcomes[method][result].inc(),
+    authOutcome: (method, result) => outcomes[method][result](),
     lockout: () => lockouts.inc(),
     refreshReuse: () => reuse.inc(),
-    apiKeyCache: (result) => keyCacheResults[result].inc(),
+    apiKeyCache: (result) => keyCacheResults[result](),
     rateLimitStoreError: () => storeErrors.inc(),
     observeUnrouted: (method, status, seconds) => {
       let observe = unrouted.get(method)
