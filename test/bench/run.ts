@@ -275,11 +275,19 @@ async function main() {
     console.log('· POST /auth/refresh vs postgres.js running the same statements')
     const refreshCeiling = await ceilingScript(['refresh', dbUrl, String(CONNECTIONS), String(DURATION)])
     // Each in-flight request spends one token of the pool; its child goes back in (the Lua script).
-    const tokens: string[] = []
-    for (let i = 0; i < CONNECTIONS * 2; i++) tokens.push((await post('/api/v1/auth/login', { email, password: PASSWORD })).refresh_token)
-    const file = join(mkdtempSync(join(tmpdir(), 'portcullis-bench-')), 'tokens')
-    writeFileSync(file, tokens.join('\n') + '\n')
-    const run = await load(`${P}/api/v1/auth/refresh`, { script: REFRESH_POOL, scriptArgs: [file] })
+    // A run spends its pool (each token's child stays with wrk), so each run gets a fresh one.
+    const refreshRun = async () => {
+      const tokens: string[] = []
+      for (let i = 0; i < CONNECTIONS * 2; i++) tokens.push((await post('/api/v1/auth/login', { email, password: PASSWORD })).refresh_token)
+      const file = join(mkdtempSync(join(tmpdir(), 'portcullis-bench-')), 'tokens')
+      writeFileSync(file, tokens.join('\n') + '\n')
+      return load(`${P}/api/v1/auth/refresh`, { script: REFRESH_POOL, scriptArgs: [file] })
+    }
+    // Measured warm, as the ceiling is: the first runs of the rotation's path (Drizzle's query
+    // builders, the handler, the signer) still compile, and one 8 s run measured 343 req/s where
+    // the same process gave 494 and then 545-575 in the runs after it.
+    await refreshRun()
+    const run = await refreshRun()
     const ok = run.non2xx === 0 && run.errors === 0 && run.script?.failed === 0
     rows.push({ id: 'refresh', scenario: 'POST /auth/refresh (PostgreSQL)', value: run, ceilingName: 'postgres.js, same statements', ceiling: { rps: refreshCeiling.opsPerSec! },
       minRatio: 0.6, target: '≥ 60 %', met: run.rps >= 0.6 * refreshCeiling.opsPerSec! && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx, ${JSON.stringify(run.script)}` })
