@@ -20,19 +20,39 @@ export interface VerifiedCredential {
   keyExpiresAt: number | null
 }
 
+/** A credential and the organization asked for, as the cache looks them up (VerifiedCredentials.keyOf). */
+export interface CredentialKey {
+  readonly credential: string
+  readonly org: string | undefined
+  /** The map key: the credential's tail and the organization (see keyOf). */
+  readonly slot: string
+}
+
+/** Characters of a credential's end that index it: an access token's signature, an API key's random part. */
+const TAIL = 40
+
+interface Slot { readonly credential: string; readonly org: string | undefined; readonly entry: VerifiedCredential }
+
 export class VerifiedCredentials {
-  private readonly entries = new Map<string, VerifiedCredential>()
+  private readonly entries = new Map<string, Slot>()
   private stamp = 0
 
   constructor(private readonly maxEntries: number) {}
 
-  /** The cache key: the credential, and the organization asked for when one is. */
-  static keyOf(credential: string, org: string | undefined): string {
-    return org === undefined ? credential : `${credential}\n${org}`
+  /**
+   * The cache key of a credential in an organization. The map is indexed by the credential's last
+   * characters, not its whole text: a lookup hashes the string it is given, and an access token is
+   * 600-700 characters, which perf put at 3 % of a remembered token's verification. An entry
+   * answers only the exact credential and organization it was stored for.
+   */
+  static keyOf(credential: string, org: string | undefined): CredentialKey {
+    const tail = credential.length > TAIL ? credential.slice(-TAIL) : credential
+    return { credential, org, slot: org === undefined ? tail : `${tail}\n${org}` }
   }
 
-  get(key: string): VerifiedCredential | undefined {
-    return this.entries.get(key)
+  get(key: CredentialKey): VerifiedCredential | undefined {
+    const found = this.entries.get(key.slot)
+    return found && found.credential === key.credential && found.org === key.org ? found.entry : undefined
   }
 
   /** Taken before verifying; remember() stores only if nothing was emptied meanwhile. */
@@ -40,15 +60,16 @@ export class VerifiedCredentials {
     return this.stamp
   }
 
-  remember(key: string, entry: VerifiedCredential, version: number): void {
+  /** Stores the entry; another credential of the same tail and organization (never seen in practice) is replaced. */
+  remember(key: CredentialKey, entry: VerifiedCredential, version: number): void {
     if (version !== this.stamp) return
-    this.entries.delete(key)
-    this.entries.set(key, entry)
+    this.entries.delete(key.slot)
+    this.entries.set(key.slot, { credential: key.credential, org: key.org, entry })
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value as string)
   }
 
-  forget(key: string): void {
-    this.entries.delete(key)
+  forget(key: CredentialKey): void {
+    if (this.get(key)) this.entries.delete(key.slot)
   }
 
   clear(): void {

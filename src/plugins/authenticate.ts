@@ -7,7 +7,7 @@ import type { Role } from '../config.js'
 import { AppError, INVALID_TOKEN_CHALLENGE, insufficientScope, missingCredential, unauthorized } from '../errors.js'
 import { sendRefusal } from './errors.js'
 import { credentialOf, type Credential } from '../lib/credentials.js'
-import { VerifiedCredentials } from '../lib/verified-credentials.js'
+import { VerifiedCredentials, type CredentialKey } from '../lib/verified-credentials.js'
 import { byIp } from './rate-limit.js'
 import { looksLikeRefreshToken } from '../lib/refresh-token.js'
 import { ApiKeyVerifier, type VerifiedApiKey } from '../modules/api-keys/verifier.js'
@@ -157,7 +157,7 @@ export default fp(async (app) => {
   }
 
   /** A remembered verification of this credential in this organization that still holds, or undefined. */
-  function stillVerified(cacheKey: string, kind: Credential['kind']): AuthContext | undefined {
+  function stillVerified(cacheKey: CredentialKey, kind: Credential['kind']): AuthContext | undefined {
     const hit = verifiedCredentials.get(cacheKey)
     // Remembered as the kind it was verified as: an access token in X-API-Key is not a key.
     if (!hit || hit.kind !== kind) return undefined
