@@ -50,6 +50,15 @@ const replacements = [
     '    query && queryError(query, err)\n    initial && (queryError(initial, err), initial = null)',
     '    query && (queryError(query, err), query = null)\n    initial && (queryError(initial, err), initial = null)',
   ],
+  // A reset socket emits 'error' (which rejects what is current) and then 'close' with hadError,
+  // after which closed() rejected nothing: a statement written in between (a transaction's own
+  // ROLLBACK) stayed current on the connection, was answered by the next session's startup, or
+  // kept the slot reconnecting in a loop while the server refused sessions. Whatever was written
+  // to a socket that closed is rejected, and the answer-parsing state is cleared.
+  [
+    "    if (initial)\n      return reconnect()\n\n    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))\n",
+    "    const closedError = Errors.connection('CONNECTION_CLOSED', options, socket)\n    stream && (stream.destroy(closedError), stream = null)\n    query && (queryError(query, closedError), query = null)\n    while (sent.length)\n      queryError(sent.shift(), closedError)\n    errorResponse = results = null\n    result = new Result()\n\n    if (initial)\n      return reconnect()\n\n",
+  ],
 ]
 
 const transactionReplacements = [
@@ -67,6 +76,9 @@ const transactionReplacements = [
   ],
 ]
 
+// Every file is checked before any is written: a version whose code differs anywhere is left
+// whole, not half patched (test/db/postgres-patch fails then, so the suite says so).
+const writes = []
 for (const [name, edits] of [['connection.js', replacements], ['index.js', transactionReplacements]]) for (const dir of ['src', 'cjs/src', 'cf/src']) {
   const file = join(root, dir, name)
   if (!existsSync(file)) continue
@@ -75,12 +87,14 @@ for (const [name, edits] of [['connection.js', replacements], ['index.js', trans
   for (const [from, to] of edits) {
     if (text.includes(to)) continue // applied by an earlier install
     if (!text.includes(from)) {
-      console.error(`patch-postgres: ${dir}/${name} does not contain the expected code; not patched`)
+      console.error(`patch-postgres: ${dir}/${name} does not contain the expected code; postgres ${version} left unpatched`)
       process.exit(0)
     }
     text = text.replace(from, to)
   }
-  if (text === original) continue
+  if (text !== original) writes.push([file, text, `${dir}/${name}`])
+}
+for (const [file, text, label] of writes) {
   writeFileSync(file, text)
-  console.log(`patch-postgres: patched postgres ${version} ${dir}/${name}`)
+  console.log(`patch-postgres: patched postgres ${version} ${label}`)
 }
