@@ -79,7 +79,7 @@ async function ceilingScript(args: string[]): Promise<Record<string, number>> {
   return JSON.parse(stdout.trim().split('\n').pop()!)
 }
 
-const RUNTIME_ENV = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'NODE_ENV']
+const RUNTIME_ENV = ['MALLOC_ARENA_MAX', 'MALLOC_MMAP_THRESHOLD_', 'NODE_ENV', 'NODE_OPTIONS']
 
 /** Runtime settings the Dockerfile sets with ENV (only the named ones: HOST, PORT and DATA_DIR are the bench's own). */
 function dockerfileEnv(names: string[]): Record<string, string> {
