@@ -1,5 +1,5 @@
 // Who a credential was verified to be, and in which organization, remembered
-// by the credential's exact text (and the organization asked for): a
+// for the credential's exact text (and the organization asked for): a
 // credential seen again is answered without re-parsing a token, re-hashing a
 // key or re-reading a membership. Whatever could change the answer empties
 // it (a membership, key or signing-key change, and every resync); what can
@@ -28,7 +28,12 @@ export interface CredentialKey {
   readonly slot: string
 }
 
-/** Characters of a credential's end that index it: an access token's signature, an API key's random part. */
+/**
+ * Characters of a credential's end that index it. Every credential this memo holds ends in at least
+ * this many secret characters (an access token's signature, an API key's random part and checksum),
+ * so only the holder of a credential can make another share its slot; a credential format with a
+ * fixed or public ending would need a different index, or its slots would thrash.
+ */
 const TAIL = 40
 
 interface Slot { readonly credential: string; readonly org: string | undefined; readonly entry: VerifiedCredential }
