@@ -35,6 +35,7 @@ function averageOf(runs: Run[]): Run {
     rps: mean((r) => r.rps), p50: mean((r) => r.p50), p99: Math.max(...runs.map((r) => r.p99)),
     total: sum((r) => r.total), non2xx: sum((r) => r.non2xx), errors: sum((r) => r.errors),
     ...(runs[0]!.script ? { script: runs[runs.length - 1]!.script } : {}),
+    ...(runs.every((r) => r.cpuUs !== undefined) ? { cpuUs: mean((r) => r.cpuUs!) } : {}),
   }
 }
 
@@ -43,7 +44,7 @@ interface Row {
   scenario: string
   value: Run
   ceilingName: string
-  ceiling: { rps: number; p99?: number }
+  ceiling: { rps: number; p99?: number; cpuUs?: number }
   /** The least ratio that meets the target. */
   minRatio: number
   target: string
@@ -118,6 +119,13 @@ async function startNginx(portcullisPort: number, upstreamPort: number): Promise
   throw new Error('nginx did not start')
 }
 
+/** CPU time a process has used, in µs (user and system, from /proc; Linux's clock tick is 1/100 s). */
+function cpuUsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // after the command name, which may hold spaces
+  return (Number(fields[11]) + Number(fields[12])) * 10_000 // utime and stime, fields 14 and 15 of stat(5)
+}
+
 const rssMb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
 const pct = (x: number) => `${(x * 100).toFixed(0)} %`
 
@@ -173,14 +181,20 @@ async function main() {
     RATE_LIMIT_LOGIN: '100000', RATE_LIMIT_REGISTER: '100000', RATE_LIMIT_REFRESH: '100000', RATE_LIMIT_GLOBAL: '100000000',
     RATE_LIMIT_AUTH_FAILURES: '100000000',
   }, portcullisPort, '/readyz', join(RESULTS, 'service.log'))
-  await startProcess(['test/bench/hello.ts'], {}, helloPort, '/hello')
+  const hello = await startProcess(['test/bench/hello.ts'], {}, helloPort, '/hello')
   const P = `http://127.0.0.1:${portcullisPort}`
   const HELLO = `http://127.0.0.1:${helloPort}/hello`
-  const load = (url: string, options: Partial<WrkOptions> = {}) => wrk(url, { connections: CONNECTIONS, seconds: DURATION, ...options })
+  // With `pid`, the run also reports the CPU that process spent per request: a figure this machine's
+  // drift (a ratio moves by 10-35 points from run to run) disturbs far less than throughput.
+  const load = async (url: string, options: Partial<WrkOptions> = {}, pid?: number): Promise<Run> => {
+    const before = pid === undefined ? 0 : cpuUsOf(pid)
+    const run = await wrk(url, { connections: CONNECTIONS, seconds: DURATION, ...options })
+    return pid === undefined || !run.total ? run : { ...run, cpuUs: (cpuUsOf(pid) - before) / run.total }
+  }
   // The ceiling and the scenario alternate (ceiling, scenario, ceiling, …, ceiling; BENCH_ROUNDS
   // scenario runs) and each is averaged: this machine's speed drifts by a third from one run to the
   // next, and one run of each misleads.
-  const bracketed = async (scenario: () => Promise<Run>, ceiling = () => load(HELLO)): Promise<[Run, Run]> => {
+  const bracketed = async (scenario: () => Promise<Run>, ceiling = () => load(HELLO, {}, hello.pid)): Promise<[Run, Run]> => {
     const ceilings: Run[] = [await ceiling()]
     const runs: Run[] = []
     for (let i = 0; i < ROUNDS; i++) {
@@ -204,7 +218,7 @@ async function main() {
   const vsHello = async (id: string, scenario: string, url: string, options: Partial<WrkOptions>, minRatio: number, maxP99Ratio?: number) => {
     console.log(`· ${scenario}`)
     await loopLagMaxMs(P)
-    const [ceiling, run] = await bracketed(() => load(url, options))
+    const [ceiling, run] = await bracketed(() => load(url, options, service.pid))
     const lag = await loopLagMaxMs(P)
     const ok = run.non2xx === 0 && run.errors === 0
     const p99Ok = maxP99Ratio === undefined || run.p99 <= maxP99Ratio * Math.max(ceiling.p99, 1)
@@ -224,7 +238,7 @@ async function main() {
       ...dockerfileEnv(RUNTIME_ENV), DATABASE_URL: dbUrl, SECRET_KEY: serviceSecret, HOST: '127.0.0.1', RATE_LIMIT_GLOBAL: '100000000',
     }, floorPort, '/readyz', join(RESULTS, 'floor.log'))
     for (const [id, path, what] of [['floor-gateway', '/floor/gateway', 'as forward-auth (no browser headers)'], ['floor-browser', '/floor/browser', 'with browser security headers']] as const) {
-      const [ceiling, run] = await bracketed(() => load(`http://127.0.0.1:${floorPort}${path}`))
+      const [ceiling, run] = await bracketed(() => load(`http://127.0.0.1:${floorPort}${path}`, {}, floor.pid))
       const ok = run.non2xx === 0 && run.errors === 0
       rows.push({ id, scenario: `floor: the app, a route doing nothing, ${what}`, value: run, ceilingName: 'hello', ceiling, minRatio: 0,
         target: 'none (the floor)', met: ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
@@ -242,7 +256,7 @@ async function main() {
       ...Array.from({ length: 50 }, () => generateApiKey('pc', 'live')), // well-formed, unknown
     ]
     const before = await statusCounts(P, '/api/v1/auth/verify')
-    const [ceiling, run] = await bracketed(() => load(verifyUrl, { script: rotatingRequests(badKeys.map((k) => ({ method: 'GET', path: '/api/v1/auth/verify', headers: { 'x-api-key': k } }))) }))
+    const [ceiling, run] = await bracketed(() => load(verifyUrl, { script: rotatingRequests(badKeys.map((k) => ({ method: 'GET', path: '/api/v1/auth/verify', headers: { 'x-api-key': k } }))) }, service.pid))
     const statuses = diff(await statusCounts(P, '/api/v1/auth/verify'), before)
     // /metrics may count a few answers wrk stopped waiting for at the end: every answer counted must be a 401.
     const all401 = Object.keys(statuses).length === 1 && statuses['401']! >= run.total
@@ -315,6 +329,9 @@ async function main() {
     'p99 ms': r.value.p99.toFixed(2),
     ceiling: `${r.ceilingName}: ${r.ceiling.rps.toFixed(0)}/s${r.ceiling.p99 !== undefined ? `, p99 ${r.ceiling.p99.toFixed(2)} ms` : ''}`,
     ratio: pct(r.value.rps / r.ceiling.rps),
+    // The same comparison by CPU: the ceiling's µs per request over the scenario's (hello's own, for hello rows).
+    'CPU µs/req': r.value.cpuUs !== undefined && r.ceiling.cpuUs !== undefined
+      ? `${r.value.cpuUs.toFixed(1)} vs ${r.ceiling.cpuUs.toFixed(1)}: ${pct(r.ceiling.cpuUs / r.value.cpuUs)}` : '',
     previous: previous?.ratios[r.id] !== undefined ? pct(previous.ratios[r.id]!) : '',
     target: r.target,
     met: r.met ? 'yes' : 'NO',

@@ -20,6 +20,8 @@ export interface Run {
   errors: number
   /** What a script's done() printed after the marker line, parsed as JSON. */
   script?: Record<string, unknown>
+  /** CPU the serving process spent per request, in µs, when the run measured it. */
+  cpuUs?: number
 }
 
 export interface WrkOptions {
