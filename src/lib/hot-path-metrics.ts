@@ -25,11 +25,22 @@ abstract class RegisteredMetric<S> {
     registry.registerMetric(this as never)
   }
 
-  protected seriesOf(labels: Labels, create: (labels: Labels) => S): S {
+  /**
+   * The series of one label set, for whoever counts into it: found at the first count and again
+   * after a reset, so a series is listed once something was counted in it.
+   */
+  protected seriesFor(labels: Labels, create: (labels: Labels) => S): () => S {
     const key = JSON.stringify(labels)
-    let found = this.series.get(key)
-    if (!found) this.series.set(key, found = create({ ...labels }))
-    return found
+    let series: S | undefined
+    let seen = -1
+    return () => {
+      if (seen !== this.generation) {
+        series = this.series.get(key)
+        if (!series) this.series.set(key, series = create({ ...labels }))
+        seen = this.generation
+      }
+      return series!
+    }
   }
 
   protected abstract samples(): Sample[]
@@ -63,18 +74,15 @@ export class LatencyHistogram extends RegisteredMetric<Buckets> {
   /** The observer of one label set: look it up once, call it on every request. */
   observerOf(labels: Labels): (seconds: number) => void {
     const { bounds } = this
-    const create = (l: Labels): Buckets => ({ labels: l, counts: new Array<number>(bounds.length + 1).fill(0), sum: 0, count: 0 })
-    let series: Buckets | undefined
-    let seen = -1
+    const seriesOf = this.seriesFor(labels, (l): Buckets => ({ labels: l, counts: new Array<number>(bounds.length + 1).fill(0), sum: 0, count: 0 }))
     return (seconds) => {
       if (!Number.isFinite(seconds)) return
-      // Found at the first observation and again after a reset, so a series exists once something was observed.
-      if (seen !== this.generation) { series = this.seriesOf(labels, create); seen = this.generation }
+      const series = seriesOf()
       let i = 0
       while (i < bounds.length && seconds > bounds[i]!) i++ // a bucket counts values up to and including its bound
-      series!.counts[i]!++
-      series!.sum += seconds
-      series!.count++
+      series.counts[i]!++
+      series.sum += seconds
+      series.count++
     }
   }
 
@@ -103,13 +111,8 @@ export class LabeledCounter extends RegisteredMetric<Total> {
 
   /** The incrementer of one label set: look it up once, call it on every event. */
   incrementerOf(labels: Labels): () => void {
-    const create = (l: Labels): Total => ({ labels: l, value: 0 })
-    let series: Total | undefined
-    let seen = -1
-    return () => {
-      if (seen !== this.generation) { series = this.seriesOf(labels, create); seen = this.generation }
-      series!.value++
-    }
+    const seriesOf = this.seriesFor(labels, (l): Total => ({ labels: l, value: 0 }))
+    return () => { seriesOf().value++ }
   }
 
   protected samples(): Sample[] {

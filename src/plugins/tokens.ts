@@ -83,6 +83,8 @@ const CLOCK_TOLERANCE_MS = 30_000
 const VERIFIED_TOKENS_MAX = 10_000
 /** @fastify/jwt's code for a token whose exp has passed (fast-jwt checks it after the signature). */
 const JWT_EXPIRED = 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED'
+/** What the memo of verified tokens holds for a token found expired. */
+const EXPIRED = Symbol('expired')
 
 export default fp(async (app) => {
   const { config, clock } = app
@@ -137,16 +139,18 @@ export default fp(async (app) => {
   // @fastify/jwt's two decodes and the ECDSA check (fast-jwt's own cache would hash
   // every token to find it). Expiry is re-checked on each hit, revocation is checked
   // apart, and any key-ring reload empties it so retired keys stop verifying at once.
-  const verified = new Map<string, AccessTokenClaims>()
+  // A token found expired stays as EXPIRED: it never becomes valid again, whatever its signature or
+  // keys or the clock, and a client that kept sending it paid a full ECDSA check (about 350 µs) on
+  // every request (regression test expired-token-verified-every-time).
+  const verified = new Map<string, AccessTokenClaims | typeof EXPIRED>()
   let verifiedUnder = keyRing.generation
-  // Tokens found expired, by their exact text: an expired token never becomes valid again, whatever
-  // its signature or keys, so it is refused from here. A client that keeps sending its expired token
-  // paid a full ECDSA check (about 350 µs) on every request (regression test expired-token-verified-every-time).
-  const expired = new Set<string>()
+  const remember = (token: string, outcome: AccessTokenClaims | typeof EXPIRED) => {
+    verified.delete(token)
+    verified.set(token, outcome)
+    if (verified.size > VERIFIED_TOKENS_MAX) verified.delete(verified.keys().next().value as string)
+  }
   const refuseExpired = (token: string): never => {
-    expired.delete(token)
-    expired.add(token)
-    if (expired.size > VERIFIED_TOKENS_MAX) expired.delete(expired.values().next().value as string)
+    remember(token, EXPIRED)
     throw unauthorized('Invalid or expired token')
   }
 
@@ -186,13 +190,9 @@ export default fp(async (app) => {
         verifiedUnder = keyRing.generation
       }
       const seen = verified.get(token)
+      if (seen === EXPIRED) throw unauthorized('Invalid or expired token')
       // fast-jwt checks exp against the system clock; so does this shortcut.
-      if (seen) {
-        if (tokens.usableUntil(seen) > Date.now()) return seen
-        verified.delete(token)
-        refuseExpired(token)
-      }
-      if (expired.has(token)) throw unauthorized('Invalid or expired token')
+      if (seen) return tokens.usableUntil(seen) > Date.now() ? seen : refuseExpired(token)
       const generation = verifiedUnder
       request.accessTokenCandidate = token
       let claims: AccessTokenClaims
@@ -205,9 +205,7 @@ export default fp(async (app) => {
       }
       // A reload that landed while this token was checked may have retired its key: answer, but do not remember.
       if (generation !== keyRing.generation) return claims
-      verified.delete(token)
-      verified.set(token, claims)
-      if (verified.size > VERIFIED_TOKENS_MAX) verified.delete(verified.keys().next().value as string)
+      remember(token, claims)
       return claims
     },
     usableUntil: (claims) => claims.exp * 1000 + CLOCK_TOLERANCE_MS,

@@ -184,8 +184,8 @@ async function main() {
   const hello = await startProcess(['test/bench/hello.ts'], {}, helloPort, '/hello')
   const P = `http://127.0.0.1:${portcullisPort}`
   const HELLO = `http://127.0.0.1:${helloPort}/hello`
-  // With `pid`, the run also reports the CPU that process spent per request: a figure this machine's
-  // drift (a ratio moves by 10-35 points from run to run) disturbs far less than throughput.
+  // With `pid`, the run also reports the CPU that process spent per request: the same comparison read
+  // from the process rather than from wrk, so a ratio can be checked against what it cost.
   const load = async (url: string, options: Partial<WrkOptions> = {}, pid?: number): Promise<Run> => {
     const before = pid === undefined ? 0 : cpuUsOf(pid)
     const run = await wrk(url, { connections: CONNECTIONS, seconds: DURATION, ...options })
@@ -329,7 +329,7 @@ async function main() {
     'p99 ms': r.value.p99.toFixed(2),
     ceiling: `${r.ceilingName}: ${r.ceiling.rps.toFixed(0)}/s${r.ceiling.p99 !== undefined ? `, p99 ${r.ceiling.p99.toFixed(2)} ms` : ''}`,
     ratio: pct(r.value.rps / r.ceiling.rps),
-    // The same comparison by CPU: the ceiling's µs per request over the scenario's (hello's own, for hello rows).
+    // The same comparison by CPU: the ceiling's µs per request over the scenario's.
     'CPU µs/req': r.value.cpuUs !== undefined && r.ceiling.cpuUs !== undefined
       ? `${r.value.cpuUs.toFixed(1)} vs ${r.ceiling.cpuUs.toFixed(1)}: ${pct(r.ceiling.cpuUs / r.value.cpuUs)}` : '',
     previous: previous?.ratios[r.id] !== undefined ? pct(previous.ratios[r.id]!) : '',
