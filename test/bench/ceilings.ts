@@ -2,11 +2,16 @@
 // core like the service does. Prints one JSON line: { opsPerSec, ... }.
 //   argon2 <concurrency> <seconds>              argon2.verify with the service's parameters and hashing bound
 //   argon2-compare <concurrency> <seconds>      argon2 vs @node-rs/argon2 at identical parameters
-//   refresh <databaseUrl> <concurrency> <seconds>  the refresh transaction's statements through postgres.js
+//   refresh <databaseUrl> <concurrency> <seconds>  the refresh's statement through postgres.js
 import argon2 from 'argon2'
 import { randomBytes, createHash } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import postgres from 'postgres'
+import { drizzle } from 'drizzle-orm/postgres-js'
+import type { Placeholder } from 'drizzle-orm'
+import type { Database } from '../../src/db/client.js'
+import { newId } from '../../src/lib/ids.js'
+import { unusedTokenRotation, unusedTokenRotationParams } from '../../src/modules/sessions/repository.js'
 import { PasswordHasher } from '../../src/lib/password-hasher.js'
 
 const PARAMS = { memoryCost: 19456, timeCost: 2, parallelism: 1 }
@@ -38,9 +43,16 @@ async function argon2Compare(concurrency: number, seconds: number) {
   return { argon2: argon2Ops, nodeRsArgon2: nodeRsOps, ratio: nodeRsOps / argon2Ops }
 }
 
-/** The statements of one refresh (SessionService.rotateInTransaction), without HTTP or JWT signing. */
+/**
+ * The statement of one refresh (SessionService.refresh: an unused token rotated in one statement),
+ * its SQL text taken from the repository and run through postgres.js alone: no HTTP, JWT signing or
+ * Drizzle. Prepared like the service's (postgres.js's `prepare`, the service's default).
+ */
 async function refreshCeiling(url: string, concurrency: number, seconds: number) {
   const sql = postgres(url, { max: 10, onnotice: () => {} })
+  // The SQL text only: Drizzle on the client itself would change its date serializers.
+  const statement = unusedTokenRotation(drizzle.mock() as unknown as Database).toSQL()
+  const names = (statement.params as Placeholder[]).map((p) => p.name as keyof ReturnType<typeof unusedTokenRotationParams>)
   const [user] = await sql`select u.id as user_id, m.org_id from users u join memberships m on m.user_id = u.id limit 1`
   const sha = (s: string) => createHash('sha256').update(s).digest('hex')
   const now = () => new Date()
@@ -58,16 +70,13 @@ async function refreshCeiling(url: string, concurrency: number, seconds: number)
   const rotate = async (worker: number) => {
     const chain = chains[worker]!
     const child = randomBytes(32).toString('base64url')
-    await sql.begin(async (tx) => {
-      const [row] = await tx`select t.id, t.used_at, t.expires_at, s.id as session_id, s.user_id, s.org_id, s.revoked_at, s.expires_at as session_expires
-        from refresh_tokens t join sessions s on s.id = t.session_id where t.token_hash = ${sha(chain.token)} limit 1 for update of t`
-      await tx`select * from users where id = ${row!.user_id} limit 1`
-      await tx`select o.id from memberships m join organizations o on o.id = m.org_id where m.org_id = ${row!.org_id} and m.user_id = ${row!.user_id} limit 1`
-      await tx`update refresh_tokens set used_at = ${now()} where id = ${row!.id}`
-      await tx`insert into refresh_tokens (id, session_id, parent_id, token_hash, created_at, expires_at)
-        values (${'rtk_' + randomBytes(12).toString('hex')}, ${row!.session_id}, ${row!.id}, ${sha(child)}, ${now()}, ${new Date(Date.now() + 86_400_000)})`
-      await tx`update sessions set last_used_at = ${now()}, org_id = ${row!.org_id} where id = ${row!.session_id}`
+    const at = now()
+    const values = unusedTokenRotationParams({
+      tokenHash: sha(chain.token), orgId: null, now: at,
+      child: { id: newId('rtk', at.getTime()), tokenHash: sha(child), expiresAt: new Date(at.getTime() + 86_400_000) },
     })
+    const rows = await sql.unsafe(statement.sql, names.map((name) => values[name]), { prepare: true })
+    if (rows.length !== 1) throw new Error('the ceiling rotated nothing')
     chain.token = child
   }
   // Measured warm, as the service's refresh is (see run.ts): a first run compiles the path.

@@ -1,7 +1,8 @@
 // SQL for sessions (one per login) and their refresh-token families.
-import { and, desc, eq, gt, inArray, isNull, lt, ne } from 'drizzle-orm'
-import { refreshTokens, sessions } from '../../db/schema.js'
-import type { Queryable } from '../../db/client.js'
+import { and, desc, eq, gt, inArray, isNull, lt, ne, sql } from 'drizzle-orm'
+import { memberships, organizations, refreshTokens, sessions, users } from '../../db/schema.js'
+import type { Database, Queryable } from '../../db/client.js'
+import type { Role } from '../../config.js'
 
 export type RefreshTokenRow = typeof refreshTokens.$inferSelect
 
@@ -18,6 +19,81 @@ export async function lockRefreshToken(db: Queryable, tokenHash: string) {
     .for('update', { of: refreshTokens })
     .limit(1)
   return row
+}
+
+export interface UnusedTokenRotation {
+  /** The token presented, by its hash. */
+  tokenHash: string
+  /** The organization asked for, or null for the session's own. */
+  orgId: string | null
+  now: Date
+  child: { id: string; tokenHash: string; expiresAt: Date }
+}
+
+export interface RotatedSession { sessionId: string; userId: string; authTime: Date; emailVerified: boolean; orgId: string; role: Role }
+
+/**
+ * A refresh in one statement, when it is the plain case: the token unused and unexpired, its
+ * session live, the account enabled, and a membership in the organization asked for (or the
+ * session's). The token is marked used, its child inserted and the session touched together, or
+ * nothing is written and no row is returned, for the caller's transaction to decide (reuse, the
+ * grace retry, a fallback organization, the refusals). Two refreshes of one token cannot both
+ * rotate it: the second waits for the first's row lock, finds `used_at` set and updates nothing.
+ * Prepared once per database (Drizzle's prepared queries run outside a transaction only: this one
+ * needs none), so no request builds its SQL.
+ */
+export function prepareUnusedTokenRotation(db: Database): (rotation: UnusedTokenRotation) => Promise<RotatedSession | undefined> {
+  const statement = unusedTokenRotation(db).prepare('rotate_unused_refresh_token')
+  return async (rotation) => {
+    const [row] = await statement.execute(unusedTokenRotationParams(rotation))
+    return row as RotatedSession | undefined
+  }
+}
+
+/** The statement, with named placeholders (the benchmark's ceiling runs its SQL text through postgres.js alone). */
+export function unusedTokenRotation(db: Database) {
+  const param = (name: keyof ReturnType<typeof unusedTokenRotationParams>) => sql.placeholder(name)
+  const now = sql`${param('now')}::timestamptz`
+  const used = db.$with('used').as(db.update(refreshTokens).set({ usedAt: now })
+    .from(sessions)
+    .innerJoin(users, eq(users.id, sessions.userId))
+    .innerJoin(memberships, and(eq(memberships.userId, sessions.userId), eq(memberships.orgId, sql`coalesce(${param('orgId')}, ${sessions.orgId})`)))
+    .innerJoin(organizations, eq(organizations.id, memberships.orgId))
+    .where(and(
+      eq(refreshTokens.tokenHash, param('tokenHash')), isNull(refreshTokens.usedAt), gt(refreshTokens.expiresAt, now),
+      eq(sessions.id, refreshTokens.sessionId), isNull(sessions.revokedAt), gt(sessions.expiresAt, now),
+      isNull(users.disabledAt),
+    ))
+    .returning({
+      // Aliased: the CTE's columns are read by name, and both tables have an id.
+      tokenId: sql<string>`${refreshTokens.id}`.as('token_id'),
+      sessionId: sql<string>`${sessions.id}`.as('session_id'),
+      sessionExpiresAt: sql`${sessions.expiresAt}`.as('session_expires_at'),
+      userId: sessions.userId,
+      authTime: sql`${sessions.createdAt}`.mapWith(sessions.createdAt).as('auth_time'),
+      emailVerified: sql<boolean>`${users.emailVerifiedAt} is not null`.as('email_verified'),
+      orgId: memberships.orgId,
+      role: memberships.role,
+    }))
+  const child = db.$with('child').as(db.insert(refreshTokens).select((qb) => qb.select({
+    id: sql`${param('childId')}`.as('id'),
+    sessionId: used.sessionId,
+    parentId: used.tokenId,
+    tokenHash: sql`${param('childTokenHash')}`.as('token_hash'),
+    createdAt: now.as('created_at'),
+    expiresAt: sql`least(${param('childExpiresAt')}::timestamptz, ${used.sessionExpiresAt})`.as('expires_at'),
+    usedAt: sql`null`.as('used_at'),
+  }).from(used)))
+  const touched = db.$with('touched').as(db.update(sessions).set({ lastUsedAt: now, orgId: sql`${used.orgId}` })
+    .from(used).where(eq(sessions.id, used.sessionId)))
+  return db.with(used, child, touched)
+    .select({ sessionId: used.sessionId, userId: used.userId, authTime: used.authTime, emailVerified: used.emailVerified, orgId: used.orgId, role: used.role })
+    .from(used)
+}
+
+/** The statement's placeholder values. Placeholders outside a column's comparison get no column encoder: times go as text. */
+export function unusedTokenRotationParams({ tokenHash, orgId, now, child }: UnusedTokenRotation) {
+  return { tokenHash, orgId, now: now.toISOString(), childId: child.id, childTokenHash: child.tokenHash, childExpiresAt: child.expiresAt.toISOString() }
 }
 
 export async function findRefreshToken(db: Queryable, tokenHash: string) {

@@ -1,5 +1,5 @@
 // Session rules: a login starts a session and its refresh-token family;
-// refresh rotates in one transaction; reuse revokes the family; logout,
+// refresh rotates atomically (one statement in the plain case); reuse revokes the family; logout,
 // logout-all and password changes revoke sessions on every instance.
 import type { FastifyBaseLogger } from 'fastify'
 import type { Config, Role } from '../../config.js'
@@ -46,9 +46,11 @@ type RefreshOutcome =
 
 export class SessionService {
   private readonly refreshKey: Buffer
+  private readonly rotateUnusedToken: ReturnType<typeof repo.prepareUnusedTokenRotation>
 
   constructor(private readonly deps: SessionServiceDeps) {
     this.refreshKey = deriveKey(deps.config.secretKey!, 'refresh-tokens')
+    this.rotateUnusedToken = repo.prepareUnusedTokenRotation(deps.db)
   }
 
   /**
@@ -86,9 +88,20 @@ export class SessionService {
     return this.pair(userId, sessionId, now, membership, refreshToken, user.emailVerified)
   }
 
-  /** Rotates a refresh token; see SPEC §4 "Refresh tokens and sessions". */
+  /**
+   * Rotates a refresh token; see SPEC §4 "Refresh tokens and sessions". The plain case (an unused
+   * token of a live session, a member of the organization) is one statement, one round trip; any
+   * other token goes through the transaction below, which reads everything again under its lock.
+   */
   async refresh(presented: string, requestedOrgId?: string): Promise<TokenPair> {
     if (!looksLikeRefreshToken(presented)) throw new AppError('REFRESH_FAILED')
+    const now = this.now()
+    const child = childRefreshToken(this.refreshKey, presented)
+    const rotated = await this.rotateUnusedToken({
+      tokenHash: hashRefreshToken(presented), orgId: requestedOrgId ?? null, now,
+      child: { id: newId('rtk', now.getTime()), tokenHash: hashRefreshToken(child), expiresAt: new Date(now.getTime() + this.deps.config.REFRESH_TOKEN_TTL * 1000) },
+    })
+    if (rotated) return this.pair(rotated.userId, rotated.sessionId, rotated.authTime, rotated, child, rotated.emailVerified)
     const outcome = await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presented, requestedOrgId))
     if (outcome.kind === 'reused') {
       // The revocation is committed; record it (once: a transaction run again after a conflict
