@@ -51,11 +51,13 @@ export const listMembershipsOfUser = (db: Queryable, userId: string, limit = 100
     .orderBy(asc(memberships.createdAt), asc(memberships.orgId))
     .limit(limit)
 
-export async function findMembership(db: Queryable, orgId: string, userId: string): Promise<MembershipView | undefined> {
-  const [row] = await db.select(membershipColumns).from(memberships)
+/** A membership; `share` holds it (and its organization) until the caller's transaction ends, a removal waiting for it. */
+export async function findMembership(db: Queryable, orgId: string, userId: string, lock?: 'share'): Promise<MembershipView | undefined> {
+  const query = db.select(membershipColumns).from(memberships)
     .innerJoin(organizations, eq(organizations.id, memberships.orgId))
     .where(and(eq(memberships.orgId, orgId), eq(memberships.userId, userId)))
     .limit(1)
+  const [row] = lock ? await query.for(lock, { of: [memberships, organizations] }) : await query
   return row
 }
 

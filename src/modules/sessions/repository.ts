@@ -36,11 +36,20 @@ export interface RotatedSession { sessionId: string; userId: string; authTime: D
  * A refresh in one statement, when it is the plain case: the token unused and unexpired, its
  * session live, the account enabled, and a membership in the organization asked for (or the
  * session's). The token is marked used, its child inserted and the session touched together, or
- * nothing is written and no row is returned, for the caller's transaction to decide (reuse, the
- * grace retry, a fallback organization, the refusals). Two refreshes of one token cannot both
- * rotate it: the second waits for the first's row lock, finds `used_at` set and updates nothing.
- * Prepared once per database (Drizzle's prepared queries run outside a transaction only: this one
- * needs none), so no request builds its SQL.
+ * nothing is written and no row is returned, for the transaction (SessionService.rotateInTransaction)
+ * to decide: reuse, the grace retry, a fallback organization, the refusals.
+ *
+ * The statement never waits. Every row the answer rests on is locked, SKIP LOCKED: a row another
+ * transaction holds (a second refresh of the token, a logout, a removal or disable under way) makes
+ * it rotate nothing, and the transaction, which waits, decides. Waiting here would do harm twice:
+ * a statement reads the snapshot taken before it waited, so it would act on a membership removed or
+ * an account disabled meanwhile (regression test refresh-read-a-removed-membership); and, outside a
+ * transaction, it could commit after the deadline had answered 503, so the client's retry would be
+ * taken for reuse (refresh-answered-503-rotated-later). A lock taken without waiting reads the row
+ * as committed, so a removal committed since the snapshot is seen too.
+ *
+ * Prepared once per database (a Drizzle prepared query runs outside a transaction only, drizzle-orm#613),
+ * so no request builds its SQL.
  */
 export function prepareUnusedTokenRotation(db: Database): (rotation: UnusedTokenRotation) => Promise<RotatedSession | undefined> {
   const statement = unusedTokenRotation(db).prepare('rotate_unused_refresh_token')
@@ -54,41 +63,48 @@ export function prepareUnusedTokenRotation(db: Database): (rotation: UnusedToken
 export function unusedTokenRotation(db: Database) {
   const param = (name: keyof ReturnType<typeof unusedTokenRotationParams>) => sql.placeholder(name)
   const now = sql`${param('now')}::timestamptz`
-  const used = db.$with('used').as(db.update(refreshTokens).set({ usedAt: now })
-    .from(sessions)
-    .innerJoin(users, eq(users.id, sessions.userId))
-    .innerJoin(memberships, and(eq(memberships.userId, sessions.userId), eq(memberships.orgId, sql`coalesce(${param('orgId')}, ${sessions.orgId})`)))
-    .innerJoin(organizations, eq(organizations.id, memberships.orgId))
+  const token = db.$with('token').as(db.select({
+    // Aliased: the CTEs' columns are read by name, and both tables have an id.
+    tokenId: sql<string>`${refreshTokens.id}`.as('token_id'),
+    sessionId: sql<string>`${sessions.id}`.as('session_id'),
+    sessionOrgId: sql<string>`${sessions.orgId}`.as('session_org_id'),
+    sessionExpiresAt: sql`${sessions.expiresAt}`.as('session_expires_at'),
+    userId: sessions.userId,
+    authTime: sql`${sessions.createdAt}`.mapWith(sessions.createdAt).as('auth_time'),
+  }).from(refreshTokens)
+    .innerJoin(sessions, eq(sessions.id, refreshTokens.sessionId))
     .where(and(
       eq(refreshTokens.tokenHash, param('tokenHash')), isNull(refreshTokens.usedAt), gt(refreshTokens.expiresAt, now),
-      eq(sessions.id, refreshTokens.sessionId), isNull(sessions.revokedAt), gt(sessions.expiresAt, now),
-      isNull(users.disabledAt),
+      isNull(sessions.revokedAt), gt(sessions.expiresAt, now),
     ))
-    .returning({
-      // Aliased: the CTE's columns are read by name, and both tables have an id.
-      tokenId: sql<string>`${refreshTokens.id}`.as('token_id'),
-      sessionId: sql<string>`${sessions.id}`.as('session_id'),
-      sessionExpiresAt: sql`${sessions.expiresAt}`.as('session_expires_at'),
-      userId: sessions.userId,
-      authTime: sql`${sessions.createdAt}`.mapWith(sessions.createdAt).as('auth_time'),
-      emailVerified: sql<boolean>`${users.emailVerifiedAt} is not null`.as('email_verified'),
-      orgId: memberships.orgId,
-      role: memberships.role,
-    }))
+    .for('update', { of: [refreshTokens, sessions], skipLocked: true }))
+  const member = db.$with('member').as(db.select({
+    tokenId: token.tokenId, sessionId: token.sessionId, sessionExpiresAt: token.sessionExpiresAt, userId: token.userId, authTime: token.authTime,
+    emailVerified: sql<boolean>`${users.emailVerifiedAt} is not null`.as('email_verified'),
+    orgId: memberships.orgId,
+    role: memberships.role,
+  }).from(token)
+    .innerJoin(users, eq(users.id, token.userId))
+    .innerJoin(memberships, and(eq(memberships.userId, token.userId), eq(memberships.orgId, sql`coalesce(${param('orgId')}, ${token.sessionOrgId})`)))
+    .innerJoin(organizations, eq(organizations.id, memberships.orgId))
+    .where(isNull(users.disabledAt))
+    .for('share', { of: [users, memberships, organizations], skipLocked: true }))
+  const used = db.$with('used').as(db.update(refreshTokens).set({ usedAt: now })
+    .from(member).where(eq(refreshTokens.id, member.tokenId)))
   const child = db.$with('child').as(db.insert(refreshTokens).select((qb) => qb.select({
     id: sql`${param('childId')}`.as('id'),
-    sessionId: used.sessionId,
-    parentId: used.tokenId,
+    sessionId: member.sessionId,
+    parentId: member.tokenId,
     tokenHash: sql`${param('childTokenHash')}`.as('token_hash'),
     createdAt: now.as('created_at'),
-    expiresAt: sql`least(${param('childExpiresAt')}::timestamptz, ${used.sessionExpiresAt})`.as('expires_at'),
+    expiresAt: sql`least(${param('childExpiresAt')}::timestamptz, ${member.sessionExpiresAt})`.as('expires_at'),
     usedAt: sql`null`.as('used_at'),
-  }).from(used)))
-  const touched = db.$with('touched').as(db.update(sessions).set({ lastUsedAt: now, orgId: sql`${used.orgId}` })
-    .from(used).where(eq(sessions.id, used.sessionId)))
-  return db.with(used, child, touched)
-    .select({ sessionId: used.sessionId, userId: used.userId, authTime: used.authTime, emailVerified: used.emailVerified, orgId: used.orgId, role: used.role })
-    .from(used)
+  }).from(member)))
+  const touched = db.$with('touched').as(db.update(sessions).set({ lastUsedAt: now, orgId: sql`${member.orgId}` })
+    .from(member).where(eq(sessions.id, member.sessionId)))
+  return db.with(token, member, used, child, touched)
+    .select({ sessionId: member.sessionId, userId: member.userId, authTime: member.authTime, emailVerified: member.emailVerified, orgId: member.orgId, role: member.role })
+    .from(member)
 }
 
 /** The statement's placeholder values. Placeholders outside a column's comparison get no column encoder: times go as text. */

@@ -90,8 +90,9 @@ export class SessionService {
 
   /**
    * Rotates a refresh token; see SPEC §4 "Refresh tokens and sessions". The plain case (an unused
-   * token of a live session, a member of the organization) is one statement, one round trip; any
-   * other token goes through the transaction below, which reads everything again under its lock.
+   * token of a live session, a member of the organization, nothing of it locked by another) is one
+   * statement, one round trip; any other token goes through the transaction, which waits for its
+   * locks and reads everything again under them.
    */
   async refresh(presented: string, requestedOrgId?: string): Promise<TokenPair> {
     if (!looksLikeRefreshToken(presented)) throw new AppError('REFRESH_FAILED')
@@ -101,8 +102,9 @@ export class SessionService {
       tokenHash: hashRefreshToken(presented), orgId: requestedOrgId ?? null, now,
       child: { id: newId('rtk', now.getTime()), tokenHash: hashRefreshToken(child), expiresAt: new Date(now.getTime() + this.deps.config.REFRESH_TOKEN_TTL * 1000) },
     })
-    if (rotated) return this.pair(rotated.userId, rotated.sessionId, rotated.authTime, rotated, child, rotated.emailVerified)
-    const outcome = await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presented, requestedOrgId))
+    const outcome: RefreshOutcome = rotated
+      ? { kind: 'issued', child, ...rotated }
+      : await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presented, requestedOrgId))
     if (outcome.kind === 'reused') {
       // The revocation is committed; record it (once: a transaction run again after a conflict
       // would have recorded it twice), tell every instance, then refuse.
@@ -157,7 +159,9 @@ export class SessionService {
    * a session whose organization the user has left falls back to the first one joined.
    */
   private async membershipFor(db: Queryable, userId: string, orgId: string, fallback = false) {
-    const found = await orgRepo.findMembership(db, orgId, userId)
+    // Held to the commit: a removal committed meanwhile is waited for and seen, never a session
+    // moved into an organization its user has just left.
+    const found = await orgRepo.findMembership(db, orgId, userId, 'share')
     if (found) return { orgId: found.orgId, role: found.role }
     const first = fallback ? (await orgRepo.listMembershipsOfUser(db, userId))[0] : undefined
     if (first) return { orgId: first.orgId, role: first.role }
