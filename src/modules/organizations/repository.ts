@@ -51,13 +51,17 @@ export const listMembershipsOfUser = (db: Queryable, userId: string, limit = 100
     .orderBy(asc(memberships.createdAt), asc(memberships.orgId))
     .limit(limit)
 
-/** A membership; `share` holds it (and its organization) until the caller's transaction ends, a removal waiting for it. */
+/**
+ * A membership; `share` holds its row until the caller's transaction ends, a removal or role change
+ * waiting for it. Not the organization's row: the owners' operations lock that first and the
+ * membership after, and the opposite order deadlocked with them (review: 8 interleavings of 8).
+ */
 export async function findMembership(db: Queryable, orgId: string, userId: string, lock?: 'share'): Promise<MembershipView | undefined> {
   const query = db.select(membershipColumns).from(memberships)
     .innerJoin(organizations, eq(organizations.id, memberships.orgId))
     .where(and(eq(memberships.orgId, orgId), eq(memberships.userId, userId)))
     .limit(1)
-  const [row] = lock ? await query.for(lock, { of: [memberships, organizations] }) : await query
+  const [row] = lock ? await query.for(lock, { of: memberships }) : await query
   return row
 }
 

@@ -41,7 +41,9 @@ export interface RotatedSession { sessionId: string; userId: string; authTime: D
  *
  * The statement never waits. Every row the answer rests on is locked, SKIP LOCKED: a row another
  * transaction holds (a second refresh of the token, a logout, a removal or disable under way) makes
- * it rotate nothing, and the transaction, which waits, decides. Waiting here would do harm twice:
+ * it rotate nothing, and the transaction, which waits, decides. (The organization's row is read, not
+ * locked: deleting it deletes the membership, which is locked, and its owners' operations, which
+ * lock it, would send every refresh of the organization to the transaction meanwhile.) Waiting here would do harm twice:
  * a statement reads the snapshot taken before it waited, so it would act on a membership removed or
  * an account disabled meanwhile (regression test refresh-read-a-removed-membership); and, outside a
  * transaction, it could commit after the deadline had answered 503, so the client's retry would be
@@ -88,7 +90,7 @@ export function unusedTokenRotation(db: Database) {
     .innerJoin(memberships, and(eq(memberships.userId, token.userId), eq(memberships.orgId, sql`coalesce(${param('orgId')}, ${token.sessionOrgId})`)))
     .innerJoin(organizations, eq(organizations.id, memberships.orgId))
     .where(isNull(users.disabledAt))
-    .for('share', { of: [users, memberships, organizations], skipLocked: true }))
+    .for('share', { of: [users, memberships], skipLocked: true }))
   const used = db.$with('used').as(db.update(refreshTokens).set({ usedAt: now })
     .from(member).where(eq(refreshTokens.id, member.tokenId)))
   const child = db.$with('child').as(db.insert(refreshTokens).select((qb) => qb.select({
