@@ -35,7 +35,7 @@ t.test('a refresh and an owner\'s change to the membership never wait for each o
       await app.db.insert(memberships).values({ orgId, userId: member.user.id, role: 'admin', createdAt: new Date(clock.now()) })
       const inOrg = (await app.inject({ method: 'POST', url: '/api/v1/auth/login', payload: { email: member.email, password: member.password, org_id: orgId } })).json()
       let changed!: ReturnType<typeof operation>
-      let refreshed!: ReturnType<typeof app.inject>
+      let refreshed!: ReturnType<typeof operation>
       await outside.begin(async (tx) => {
         // The owner's operation queues for the organization; the member's session row held sends the
         // refresh to the transaction, which reads (and holds) the membership, then waits for the session.
