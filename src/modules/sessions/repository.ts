@@ -41,14 +41,14 @@ export interface RotatedSession { sessionId: string; userId: string; authTime: D
  *
  * The statement never waits. Every row the answer rests on is locked, SKIP LOCKED: a row another
  * transaction holds (a second refresh of the token, a logout, a removal or disable under way) makes
- * it rotate nothing, and the transaction, which waits, decides. (The organization's row is read, not
- * locked: deleting it deletes the membership, which is locked, and its owners' operations, which
- * lock it, would send every refresh of the organization to the transaction meanwhile.) Waiting here would do harm twice:
- * a statement reads the snapshot taken before it waited, so it would act on a membership removed or
- * an account disabled meanwhile (regression test refresh-read-a-removed-membership); and, outside a
+ * it rotate nothing, and the transaction, which waits, decides. Waiting here would do harm twice: a
+ * statement reads the snapshot taken before it waited, so it would act on a membership removed or an
+ * account disabled meanwhile (regression test refresh-read-a-removed-membership); and, outside a
  * transaction, it could commit after the deadline had answered 503, so the client's retry would be
  * taken for reuse (refresh-answered-503-rotated-later). A lock taken without waiting reads the row
- * as committed, so a removal committed since the snapshot is seen too.
+ * as committed, so a removal committed since the snapshot is seen too. The organization's row is
+ * read, not locked: deleting it deletes the membership, which is locked, and its owners' operations
+ * lock it, so locking it would send the organization's refreshes to the transaction meanwhile.
  *
  * Prepared once per database (a Drizzle prepared query runs outside a transaction only, drizzle-orm#613),
  * so no request builds its SQL.

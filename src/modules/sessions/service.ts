@@ -97,14 +97,17 @@ export class SessionService {
   async refresh(presented: string, requestedOrgId?: string): Promise<TokenPair> {
     if (!looksLikeRefreshToken(presented)) throw new AppError('REFRESH_FAILED')
     const now = this.now()
+    // The child is derived from its parent, so a retry of the parent gets the same one back.
+    const presentedHash = hashRefreshToken(presented)
     const child = childRefreshToken(this.refreshKey, presented)
+    const childHash = hashRefreshToken(child)
     const rotated = await this.rotateUnusedToken({
-      tokenHash: hashRefreshToken(presented), orgId: requestedOrgId ?? null, now,
-      child: { id: newId('rtk', now.getTime()), tokenHash: hashRefreshToken(child), expiresAt: new Date(now.getTime() + this.deps.config.REFRESH_TOKEN_TTL * 1000) },
+      tokenHash: presentedHash, orgId: requestedOrgId ?? null, now,
+      child: { id: newId('rtk', now.getTime()), tokenHash: childHash, expiresAt: new Date(now.getTime() + this.deps.config.REFRESH_TOKEN_TTL * 1000) },
     })
     const outcome: RefreshOutcome = rotated
       ? { kind: 'issued', child, ...rotated }
-      : await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presented, requestedOrgId))
+      : await this.deps.db.transaction((tx) => this.rotateInTransaction(tx, presentedHash, { token: child, hash: childHash }, requestedOrgId))
     if (outcome.kind === 'reused') {
       // The revocation is committed; record it (once: a transaction run again after a conflict
       // would have recorded it twice), tell every instance, then refuse.
@@ -117,25 +120,24 @@ export class SessionService {
     return this.pair(outcome.userId, outcome.sessionId, outcome.authTime, outcome, outcome.child, outcome.emailVerified)
   }
 
-  private async rotateInTransaction(tx: Queryable, presented: string, requestedOrgId?: string): Promise<RefreshOutcome> {
+  private async rotateInTransaction(tx: Queryable, presentedHash: string, child: { token: string; hash: string }, requestedOrgId?: string): Promise<RefreshOutcome> {
     const { config } = this.deps
     const now = this.now()
-    const found = await repo.lockRefreshToken(tx, hashRefreshToken(presented))
+    const found = await repo.lockRefreshToken(tx, presentedHash)
     if (!found) throw new AppError('REFRESH_FAILED')
     const { token, session } = found
     if (session.revokedAt || session.expiresAt <= now) throw new AppError('REFRESH_FAILED')
 
-    const child = childRefreshToken(this.refreshKey, presented)
     if (token.usedAt) {
       const existing = await repo.findChildToken(tx, token.id)
       const withinGrace = now.getTime() - token.usedAt.getTime() <= config.REFRESH_REUSE_GRACE * 1000
       // An idempotent retry: the immediate parent of the live token, soon after it was used.
-      if (withinGrace && existing && !existing.usedAt && existing.tokenHash === hashRefreshToken(child)) {
+      if (withinGrace && existing && !existing.usedAt && existing.tokenHash === child.hash) {
         const user = await userRepo.findUserById(tx, session.userId)
         if (!user || user.disabledAt) throw new AppError('REFRESH_FAILED')
         const membership = await this.membershipFor(tx, session.userId, requestedOrgId ?? session.orgId)
         await repo.touchSession(tx, session.id, membership.orgId, now)
-        return { kind: 'issued', child, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
+        return { kind: 'issued', child: child.token, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
       }
       await repo.revokeSessions(tx, session.userId, [session.id], now)
       return { kind: 'reused', userId: session.userId, sessionId: session.id, orgId: session.orgId }
@@ -147,11 +149,11 @@ export class SessionService {
     const membership = await this.membershipFor(tx, session.userId, requestedOrgId ?? session.orgId, !requestedOrgId)
     await repo.markTokenUsed(tx, token.id, now)
     await repo.insertRefreshToken(tx, {
-      id: newId('rtk', now.getTime()), sessionId: session.id, parentId: token.id, tokenHash: hashRefreshToken(child),
+      id: newId('rtk', now.getTime()), sessionId: session.id, parentId: token.id, tokenHash: child.hash,
       createdAt: now, expiresAt: this.tokenExpiry(now, session.expiresAt),
     })
     await repo.touchSession(tx, session.id, membership.orgId, now)
-    return { kind: 'issued', child, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
+    return { kind: 'issued', child: child.token, userId: session.userId, emailVerified: user.emailVerifiedAt !== null, sessionId: session.id, authTime: session.createdAt, ...membership }
   }
 
   /**
