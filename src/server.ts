@@ -1,7 +1,7 @@
 // The only file that listens: config → buildApp → listen → graceful close.
 import closeWithGrace from 'close-with-grace'
 import { ConfigError, loadConfig, loadDotEnv, resolveSecretKey } from './config.js'
-import { buildApp } from './app.js'
+import { buildApp, SERVICE_BUILD_OPTIONS } from './app.js'
 
 async function main() {
   loadDotEnv()
@@ -15,7 +15,7 @@ async function main() {
     }
     throw err
   }
-  const app = await buildApp(config)
+  const app = await buildApp(config, SERVICE_BUILD_OPTIONS)
 
   // postgres.js 3.4.9 can throw from a setImmediate when a connection dies mid-transaction
   // (porsager/postgres#1154, #1208; fixes not released): the query has already been rejected
