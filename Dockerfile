@@ -42,4 +42,9 @@ EXPOSE 3000
 VOLUME ["/data"]
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||3000)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-CMD ["node", "dist/server.js"]
+# V8 lets the old generation grow to about four times what survived its last full collection
+# before it collects again: after a burst of slow requests (refresh waits on PostgreSQL, so what it
+# holds is promoted) that was 140 MB of garbage and an RSS of 204 MB. 1.4 times keeps the RSS flat
+# (129-132 MB) for full collections of 4-14 ms every few seconds under that load. A V8 flag, which
+# NODE_OPTIONS does not accept, so it is given here (npm run bench reads it from this line).
+CMD ["node", "--heap-growing-percent=40", "dist/server.js"]

@@ -66,7 +66,7 @@ async function startProcess(args: string[], env: Record<string, string>, port: n
   // Compiled JavaScript runs as is (the service, as the Dockerfile runs it); TypeScript through tsx.
   // The service's log goes to a file, as a deployment's goes to its collector (not to this terminal).
   const stdout = logFile ? openSync(logFile, 'w') : 'inherit'
-  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_OPTIONS && logFile ? process.env.BENCH_NODE_OPTIONS.split(' ') : []), ...(args[0]!.endsWith('.ts') ? ['--import', 'tsx'] : []), ...args], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', stdout, 'inherit'] })
+  const child = spawn(process.execPath, [...(process.env.BENCH_NODE_OPTIONS && logFile ? process.env.BENCH_NODE_OPTIONS.split(' ') : []), ...(args.some((a) => a.endsWith('.ts')) ? ['--import', 'tsx'] : []), ...args], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', stdout, 'inherit'] })
   children.push(child)
   for (let i = 0; i < 300; i++) {
     try { if ((await fetch(`http://127.0.0.1:${port}${probe}`)).ok) return child } catch { /* starting */ }
@@ -93,6 +93,15 @@ function dockerfileEnv(names: string[]): Record<string, string> {
   }
   for (const name of names) if (!(name in env)) throw new Error(`the Dockerfile no longer sets ${name}`)
   return env
+}
+
+/** The node flags of the Dockerfile's CMD (those NODE_OPTIONS does not accept), e.g. `--heap-growing-percent`. */
+function dockerfileNodeFlags(): string[] {
+  const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+  if (!cmd) throw new Error('the Dockerfile has no CMD in exec form')
+  const [node, ...args] = JSON.parse(cmd[1]!) as string[]
+  if (node !== 'node' || args[args.length - 1] !== 'dist/server.js') throw new Error(`unexpected CMD: ${cmd[1]}`)
+  return args.slice(0, -1)
 }
 
 /** nginx (Debian puts it in /usr/sbin, which a non-root PATH may lack), from the README's configuration. */
@@ -176,7 +185,7 @@ async function main() {
   const helloPort = await freePort()
   // The production build, as the Dockerfile runs it (with the Dockerfile's ENV), at the default log level.
   await promisify(execFile)('npm', ['run', '-s', 'build'], { cwd: ROOT })
-  const service = await startProcess(['dist/server.js'], {
+  const service = await startProcess([...dockerfileNodeFlags(), 'dist/server.js'], {
     ...dockerfileEnv(RUNTIME_ENV),
     DATABASE_URL: dbUrl, SECRET_KEY: serviceSecret, HOST: '127.0.0.1',
     // The per-IP limits would stop a load test from one address; the per-credential limiter stays on the path.
@@ -241,7 +250,7 @@ async function main() {
   if (wanted('floor')) {
     console.log("· the floor: the service's app, routes that do nothing")
     const floorPort = await freePort()
-    const floor = await startProcess(['test/bench/app-floor.ts'], {
+    const floor = await startProcess([...dockerfileNodeFlags(), 'test/bench/app-floor.ts'], {
       ...dockerfileEnv(RUNTIME_ENV), DATABASE_URL: dbUrl, SECRET_KEY: serviceSecret, HOST: '127.0.0.1', RATE_LIMIT_GLOBAL: '100000000',
     }, floorPort, '/readyz', join(RESULTS, 'floor.log'))
     for (const [id, path, what] of [['floor-gateway', '/floor/gateway', 'as forward-auth (no browser headers)'], ['floor-browser', '/floor/browser', 'with browser security headers']] as const) {
