@@ -159,13 +159,18 @@ async function loopLagMaxMs(base: string): Promise<number> {
 const diff = (after: Record<string, number>, before: Record<string, number>) =>
   Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - (before[k] ?? 0)]).filter(([, v]) => (v as number) > 0))
 
-/** The newest earlier result, for the "previous" column. */
-function previousResults(dir: string): { when: string; ratios: Record<string, number> } | undefined {
-  if (!existsSync(dir)) return undefined
-  const last = readdirSync(dir).filter((f) => /^bench-.*\.json$/.test(f)).sort().pop()
-  if (!last) return undefined
-  const data = JSON.parse(readFileSync(join(dir, last), 'utf8')) as { when: string; rows: Row[] }
-  return { when: data.when, ratios: Object.fromEntries(data.rows.filter((r) => r.id).map((r) => [r.id, r.value.rps / r.ceiling.rps])) }
+/**
+ * For the "previous" column: each scenario's ratio in the newest earlier run that measured it (a run
+ * with BENCH_ONLY measures some), with when that was.
+ */
+function previousResults(dir: string): Record<string, { ratio: number; when: string }> {
+  const previous: Record<string, { ratio: number; when: string }> = {}
+  if (!existsSync(dir)) return previous
+  for (const file of readdirSync(dir).filter((f) => /^bench-.*\.json$/.test(f)).sort()) {
+    const data = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { when: string; rows: Row[] }
+    for (const r of data.rows) if (r.id) previous[r.id] = { ratio: r.value.rps / r.ceiling.rps, when: data.when }
+  }
+  return previous
 }
 
 const RESULTS = join(ROOT, 'bench-results')
@@ -348,14 +353,13 @@ async function main() {
     // The same comparison by CPU: the ceiling's µs per request over the scenario's.
     'CPU µs/req': r.value.cpuUs !== undefined && r.ceiling.cpuUs !== undefined
       ? `${r.value.cpuUs.toFixed(1)} vs ${r.ceiling.cpuUs.toFixed(1)}: ${pct(r.ceiling.cpuUs / r.value.cpuUs)}` : '',
-    previous: previous?.ratios[r.id] !== undefined ? pct(previous.ratios[r.id]!) : '',
+    previous: previous[r.id] ? `${pct(previous[r.id]!.ratio)} (${previous[r.id]!.when.slice(5, 16).replace('T', ' ')})` : '',
     target: r.target,
     met: r.met ? 'yes' : 'NO',
     note: r.note ?? '',
   }))
   console.log()
   console.table(table)
-  if (previous) console.log(`previous: the run of ${previous.when}`)
   if (memory) {
     const m = memory as { rssAt20sMb: number; rssAtEndMb: number; growth: number; peakMb: number; soakRps: number; met: boolean }
     console.log(`memory: RSS ${m.rssAt20sMb.toFixed(0)} MB at 20 s, ${m.rssAtEndMb.toFixed(0)} MB at ${SOAK} s (growth ${pct(m.growth)}, peak ${m.peakMb.toFixed(0)} MB) under ${m.soakRps.toFixed(0)} req/s — target ≤ ${RSS_LIMIT_MB} MB, growth ≤ 10 %: ${m.met ? 'yes' : 'NO'}`)
