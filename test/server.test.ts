@@ -24,6 +24,8 @@ t.test('the README walkthrough works as written; logs hold no secrets; SIGTERM d
 
   const logs = server.logs()
   t.match(logs, /request completed/, 'JSON request logs are written')
+  // server.ts builds with SERVICE_BUILD_OPTIONS (see test/regressions/first-response-compiles-a-validator.test.ts).
+  t.match(logs, /response serializers compiled with their union validators/, 'the service compiles its serializers at start')
   for (const secret of ['correct-horse-battery-staple', registered.access_token, formLogin.access_token]) {
     t.notOk(logs.includes(secret), 'no password or token in the logs')
   }

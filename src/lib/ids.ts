@@ -24,7 +24,7 @@ function randomChars(n: 16): string {
   return scratch.toString('latin1', 0, n)
 }
 
-let timeOf = { ms: -1, chars: '' }
+let timeOf = { ms: NaN, chars: '' } // NaN equals nothing: the first call computes
 function timeChars(ms: number): string {
   if (ms === timeOf.ms) return timeOf.chars
   let chars = ''

@@ -97,7 +97,8 @@ function dockerfileEnv(names: string[]): Record<string, string> {
 
 /** The node flags of the Dockerfile's CMD (those NODE_OPTIONS does not accept), e.g. `--heap-growing-percent`. */
 function dockerfileNodeFlags(): string[] {
-  const cmd = /^CMD (\[.*\])$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))
+  // Docker runs the last CMD (a build stage's would come before it).
+  const cmd = [...readFileSync(join(ROOT, 'Dockerfile'), 'utf8').matchAll(/^CMD (\[.*\])\s*$/gm)].pop()
   if (!cmd) throw new Error('the Dockerfile has no CMD in exec form')
   const [node, ...args] = JSON.parse(cmd[1]!) as string[]
   if (node !== 'node' || args[args.length - 1] !== 'dist/server.js') throw new Error(`unexpected CMD: ${cmd[1]}`)
@@ -167,8 +168,9 @@ function previousResults(dir: string): Record<string, { ratio: number; when: str
   const previous: Record<string, { ratio: number; when: string }> = {}
   if (!existsSync(dir)) return previous
   for (const file of readdirSync(dir).filter((f) => /^bench-.*\.json$/.test(f)).sort()) {
-    const data = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { when: string; rows: Row[] }
-    for (const r of data.rows) if (r.id) previous[r.id] = { ratio: r.value.rps / r.ceiling.rps, when: data.when }
+    let data: { when: string; rows: Row[] }
+    try { data = JSON.parse(readFileSync(join(dir, file), 'utf8')) } catch { continue } // a run cut short
+    for (const r of data.rows ?? []) if (r.id && r.value?.rps && r.ceiling?.rps) previous[r.id] = { ratio: r.value.rps / r.ceiling.rps, when: data.when }
   }
   return previous
 }
