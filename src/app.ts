@@ -166,16 +166,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}) {
       + ' set TRUST_PROXY to the number of proxy hops or to the proxies\' addresses/CIDRs instead')
   }
 
-  app.setValidatorCompiler(validatorCompiler)
-  // Only JSON (and, where an operation declares it, forms) is accepted: text/plain is a 415.
-  app.removeContentTypeParser('text/plain')
-
-  app.decorate('config', config)
   if (options.compileSerializersAtStart) {
     // Routes compile their serializers as they are added, before onReady: say so, for operators and
     // for the test of the real process (test/server.test.ts), which builds as server.ts does.
     app.addHook('onReady', async () => { app.log.debug('response serializers compiled with their union validators (compileSerializersAtStart)') })
   }
+
+  app.setValidatorCompiler(validatorCompiler)
+  // Only JSON (and, where an operation declares it, forms) is accepted: text/plain is a 415.
+  app.removeContentTypeParser('text/plain')
+
+  app.decorate('config', config)
   app.decorate('clock', options.clock ?? systemClock)
   app.decorate('passwordHasher', new PasswordHasher({
     memoryCost: config.ARGON2_MEMORY_KIB, timeCost: config.ARGON2_TIME_COST, parallelism: config.ARGON2_PARALLELISM,

@@ -214,10 +214,12 @@ async function main() {
   // next, and one run of each misleads. Both are measured warm: each first runs unmeasured for
   // BENCH_WARMUP seconds, because the first seconds of a path's load are V8 compiling it (the first
   // 8 s of forward-auth after start had a p99 of 30-83 ms where the same process warm had 6-8 ms).
-  const bracketed = async (scenario: (seconds?: number) => Promise<Run>, ceiling = (seconds?: number) => load(HELLO, seconds ? { seconds } : {}, hello.pid),
-    warm = async (): Promise<unknown> => undefined): Promise<[Run, Run]> => {
-    if (WARMUP) { await scenario(WARMUP); await ceiling(WARMUP) }
-    await warm()
+  // A run's options are its own; the warm-up overrides only their duration.
+  type Load = (override?: Partial<WrkOptions>) => Promise<Run>
+  const bracketed = async (scenario: Load, ceiling: Load = (o) => load(HELLO, o, hello.pid),
+    afterWarmUp = async (): Promise<unknown> => undefined): Promise<[Run, Run]> => {
+    if (WARMUP) { await scenario({ seconds: WARMUP }); await ceiling({ seconds: WARMUP }) }
+    await afterWarmUp()
     const ceilings: Run[] = [await ceiling()]
     const runs: Run[] = []
     for (let i = 0; i < ROUNDS; i++) {
@@ -225,6 +227,13 @@ async function main() {
       ceilings.push(await ceiling())
     }
     return [averageOf(ceilings), averageOf(runs)]
+  }
+  // A ceiling script cannot alternate with wrk runs as hello does: it is measured before and after
+  // the run and averaged, so the machine's drift during the run falls on both sides alike.
+  const ceilingAround = async (ceiling: () => Promise<Record<string, number>>, run: () => Promise<Run>): Promise<[number, Run]> => {
+    const before = (await ceiling()).opsPerSec!
+    const measured = await run()
+    return [(before + (await ceiling()).opsPerSec!) / 2, measured]
   }
   const post = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
     const res = await fetch(P + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
@@ -241,7 +250,7 @@ async function main() {
   const vsHello = async (id: string, scenario: string, url: string, options: Partial<WrkOptions>, minRatio: number, maxP99Ratio?: number) => {
     console.log(`· ${scenario}`)
     // The stall reported is the longest in the measured runs (the warm-up's are read and dropped).
-    const [ceiling, run] = await bracketed((seconds) => load(url, { ...options, ...(seconds ? { seconds } : {}) }, service.pid), undefined, () => loopLagMaxMs(P))
+    const [ceiling, run] = await bracketed((o) => load(url, { ...options, ...o }, service.pid), undefined, () => loopLagMaxMs(P))
     const lag = await loopLagMaxMs(P)
     const ok = run.non2xx === 0 && run.errors === 0
     const p99Ok = maxP99Ratio === undefined || run.p99 <= maxP99Ratio * Math.max(ceiling.p99, 1)
@@ -261,7 +270,7 @@ async function main() {
       ...dockerfileEnv(RUNTIME_ENV), DATABASE_URL: dbUrl, SECRET_KEY: serviceSecret, HOST: '127.0.0.1', RATE_LIMIT_GLOBAL: '100000000',
     }, floorPort, '/readyz', join(RESULTS, 'floor.log'))
     for (const [id, path, what] of [['floor-gateway', '/floor/gateway', 'as forward-auth (no browser headers)'], ['floor-browser', '/floor/browser', 'with browser security headers']] as const) {
-      const [ceiling, run] = await bracketed((seconds) => load(`http://127.0.0.1:${floorPort}${path}`, seconds ? { seconds } : {}, floor.pid))
+      const [ceiling, run] = await bracketed((o) => load(`http://127.0.0.1:${floorPort}${path}`, o, floor.pid))
       const ok = run.non2xx === 0 && run.errors === 0
       rows.push({ id, scenario: `floor: the app, a route doing nothing, ${what}`, value: run, ceilingName: 'hello', ceiling, minRatio: 0,
         target: 'none (the floor)', met: ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
@@ -279,7 +288,7 @@ async function main() {
       ...Array.from({ length: 50 }, () => generateApiKey('pc', 'live')), // well-formed, unknown
     ]
     const before = await statusCounts(P, '/api/v1/auth/verify')
-    const [ceiling, run] = await bracketed((seconds) => load(verifyUrl, { ...(seconds ? { seconds } : {}), script: rotatingRequests(badKeys.map((k) => ({ method: 'GET', path: '/api/v1/auth/verify', headers: { 'x-api-key': k } }))) }, service.pid))
+    const [ceiling, run] = await bracketed((o) => load(verifyUrl, { script: rotatingRequests(badKeys.map((k) => ({ method: 'GET', path: '/api/v1/auth/verify', headers: { 'x-api-key': k } }))), ...o }, service.pid))
     const statuses = diff(await statusCounts(P, '/api/v1/auth/verify'), before)
     // /metrics may count a few answers wrk stopped waiting for at the end: every answer counted must be a 401.
     const all401 = Object.keys(statuses).length === 1 && statuses['401']! >= run.total
@@ -292,7 +301,7 @@ async function main() {
   if (wanted('nginx')) {
     console.log('· nginx auth_request (API key) vs the same nginx proxying without auth')
     const gateway = await startNginx(portcullisPort, helloPort)
-    const [plain, run] = await bracketed((seconds) => load(`${gateway.withAuth}/hello`, { headers: { 'x-api-key': key.key }, ...(seconds ? { seconds } : {}) }), (seconds) => load(`${gateway.plain}/hello`, seconds ? { seconds } : {}))
+    const [plain, run] = await bracketed((o) => load(`${gateway.withAuth}/hello`, { headers: { 'x-api-key': key.key }, ...o }), (o) => load(`${gateway.plain}/hello`, o))
     const ok = run.non2xx === 0 && run.errors === 0 && plain.non2xx === 0
     rows.push({ id: 'nginx', scenario: 'nginx auth_request → verify (API key)', value: run, ceilingName: 'nginx without auth', ceiling: plain, minRatio: 0.5, target: '≥ 50 %',
       met: run.rps >= 0.5 * plain.rps && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
@@ -300,21 +309,16 @@ async function main() {
 
   if (wanted('login')) {
     console.log('· POST /auth/login vs argon2 alone')
-    // The ceiling before and after the run, averaged, as the other rows alternate theirs.
-    const argon2Alone = () => ceilingScript(['argon2', String(LOGIN_CONNECTIONS), String(DURATION)])
-    const before = await argon2Alone()
     const loginScript = `wrk.method = "POST"\nwrk.body = ${JSON.stringify(JSON.stringify({ email, password: PASSWORD }))}\nwrk.headers["content-type"] = "application/json"\n`
-    const run = await load(`${P}/api/v1/auth/login`, { connections: LOGIN_CONNECTIONS, script: loginScript })
-    const argon2Ceiling = { opsPerSec: (before.opsPerSec! + (await argon2Alone()).opsPerSec!) / 2 }
+    const [argon2Ceiling, run] = await ceilingAround(() => ceilingScript(['argon2', String(LOGIN_CONNECTIONS), String(DURATION)]),
+      () => load(`${P}/api/v1/auth/login`, { connections: LOGIN_CONNECTIONS, script: loginScript }))
     const ok = run.non2xx === 0 && run.errors === 0
-    rows.push({ id: 'login', scenario: 'POST /auth/login', value: run, ceilingName: 'argon2 verify alone', ceiling: { rps: argon2Ceiling.opsPerSec! }, minRatio: 0.9, target: '≥ 90 %',
-      met: run.rps >= 0.9 * argon2Ceiling.opsPerSec! && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
+    rows.push({ id: 'login', scenario: 'POST /auth/login', value: run, ceilingName: 'argon2 verify alone', ceiling: { rps: argon2Ceiling }, minRatio: 0.9, target: '≥ 90 %',
+      met: run.rps >= 0.9 * argon2Ceiling && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx` })
   }
 
   if (wanted('refresh')) {
     console.log('· POST /auth/refresh vs postgres.js running the same statements')
-    const statementAlone = () => ceilingScript(['refresh', dbUrl, String(CONNECTIONS), String(DURATION)])
-    const before = await statementAlone()
     // Each in-flight request spends one token of the pool; its child goes back in (the Lua script).
     // A run spends its pool (each token's child stays with wrk), so each run gets a fresh one.
     const refreshRun = async () => {
@@ -327,13 +331,11 @@ async function main() {
     // Measured warm, as the ceiling is: the first runs of the rotation's path (Drizzle's query
     // builders, the handler, the signer) still compile, and one 8 s run measured 343 req/s where
     // the same process gave 494 and then 545-575 in the runs after it.
-    await refreshRun()
-    const run = await refreshRun()
-    // The ceiling before and after the run, averaged, as the other rows alternate theirs.
-    const refreshCeiling = { opsPerSec: (before.opsPerSec! + (await statementAlone()).opsPerSec!) / 2 }
+    const [refreshCeiling, run] = await ceilingAround(() => ceilingScript(['refresh', dbUrl, String(CONNECTIONS), String(DURATION)]),
+      async () => { await refreshRun(); return refreshRun() })
     const ok = run.non2xx === 0 && run.errors === 0 && run.script?.failed === 0
-    rows.push({ id: 'refresh', scenario: 'POST /auth/refresh (PostgreSQL)', value: run, ceilingName: 'postgres.js, same statements', ceiling: { rps: refreshCeiling.opsPerSec! },
-      minRatio: 0.6, target: '≥ 60 %', met: run.rps >= 0.6 * refreshCeiling.opsPerSec! && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx, ${JSON.stringify(run.script)}` })
+    rows.push({ id: 'refresh', scenario: 'POST /auth/refresh (PostgreSQL)', value: run, ceilingName: 'postgres.js, same statements', ceiling: { rps: refreshCeiling },
+      minRatio: 0.6, target: '≥ 60 %', met: run.rps >= 0.6 * refreshCeiling && ok, note: ok ? 'all 200' : `${run.non2xx} non-2xx, ${JSON.stringify(run.script)}` })
   }
 
   let memory: Record<string, number | boolean> | undefined
